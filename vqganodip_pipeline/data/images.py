@@ -1,0 +1,95 @@
+"""Decoding and encoding of image files: bytes in, ``uint8`` arrays of shape (H, W, 3) out.
+
+Every image in the pipeline is handled as RGB ``uint8`` (grayscale sources are repeated over three
+channels, alpha is dropped); the number of channels of the file is reported separately so that
+manifests keep it. Errors name the file and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be used as an image; the message names the file and the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as RGB ``uint8`` pixels plus what the file itself said."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8
+    channels: int  # channels stored in the file (1 gray, 3 RGB, 4 RGBA ...)
+    format: str  # PIL format name, e.g. "PNG", "JPEG"
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def decode_image(data: bytes, name: str) -> DecodedImage:
+    """Decode image ``data`` read from ``name`` (used in error messages only).
+
+    Raises:
+        ImageDecodeError: empty data, not an image, truncated or otherwise undecodable content.
+    """
+    if len(data) == 0:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format or "unknown"
+                img.load()  # forces full decoding: truncated files fail here, not later
+                channels = len(img.getbands())
+                rgb = img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(name, f"undecodable or truncated image ({exc})") from None
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ImageDecodeError(name, f"image has an unusable shape {pixels.shape}")
+    return DecodedImage(pixels=np.ascontiguousarray(pixels), channels=channels, format=fmt)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode an (H, W), (H, W, 1) or (H, W, 3) ``uint8`` array as lossless PNG bytes."""
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        raise ValueError(f"encode_png expects uint8 pixels, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) ``uint8`` image to ``size`` pixels (square int, or (height, width)).
+
+    Area-averaging (PIL ``BOX``) when shrinking keeps thin structures such as traces visible;
+    bicubic when enlarging. Returns the input unchanged when it already has that size.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if pixels.shape[0] == height and pixels.shape[1] == width:
+        return pixels
+    shrinking = height < pixels.shape[0] or width < pixels.shape[1]
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(pixels).resize((width, height), resample), dtype=np.uint8)
