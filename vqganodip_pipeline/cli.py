@@ -1,0 +1,75 @@
+"""``vqganodip`` command line: the pipeline without the Dagster UI.
+
+Commands:
+    synth     write a synthetic PCBA dataset in the MVTec-AD layout
+    demo      run the main job end to end on synthetic PCBA data, in the persistent Dagster
+              instance so that the UI shows the results afterwards
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
+
+    root = write_mvtec_dataset(
+        args.out,
+        n_normal=args.normal,
+        n_abnormal=args.abnormal,
+        size=args.size,
+        seed=args.seed,
+        n_test_normal=args.test_normal,
+    )
+    print(f"wrote {args.normal} normal and {args.abnormal} abnormal {args.size}px images to {root}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vqganodip_pipeline.demo import run_demo
+
+    return run_demo(preset=args.preset, workdir=args.workdir, fresh=args.fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vqganodip", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic PCBA dataset (MVTec-AD layout)")
+    synth.add_argument("--out", required=True, help="output folder (must be empty or absent)")
+    synth.add_argument("--normal", type=int, default=200, help="number of normal images")
+    synth.add_argument("--abnormal", type=int, default=40, help="number of abnormal images")
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument(
+        "--test-normal",
+        type=int,
+        default=None,
+        help="normal images placed in test/good (default: min(abnormal, normal // 2))",
+    )
+    synth.set_defaults(handler=_cmd_synth)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on synthetic PCBA data")
+    demo.add_argument("--preset", default="demo", help="tiny | demo | paper (default: demo)")
+    demo.add_argument("--workdir", default=".", help="where inbox/, storage/ live (default: .)")
+    demo.add_argument(
+        "--fresh", action="store_true", help="regenerate the demo batches even if present"
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"vqganodip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Local paths and ``s3://`` (or any fsspec) URIs behind one small interface.
+
+URIs stay plain absolute paths for local files (readable in manifests and logs) and keep their
+protocol otherwise. ``storage_options`` are fsspec's (e.g. ``{"endpoint_url": ..., "key": ...}``
+for s3fs) and are never written into manifests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
+
+
+class StorageUnreachableError(OSError):
+    """The storage behind a URI cannot be reached (bucket missing, endpoint down, no access)."""
+
+
+def filesystem(
+    uri: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem serving ``uri`` and the path inside it."""
+    return url_to_fs(uri, **dict(storage_options or {}))
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool(LOCAL_PROTOCOLS.intersection(protocols))
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URI of ``path`` on ``fs``: a plain path for local files, ``proto://path`` otherwise."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI segments with '/' without touching the protocol part."""
+    pieces = [base.rstrip("/")] + [part.strip("/") for part in parts if part]
+    return "/".join(pieces)
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """Read a whole file; errors name the URI."""
+    fs, path = filesystem(uri, storage_options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri}: no such file") from None
+    except PermissionError as exc:
+        raise PermissionError(f"{uri}: permission denied ({exc})") from None
+
+
+def check_reachable(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`StorageUnreachableError` (naming the URI) when ``uri``'s storage cannot be
+    listed, e.g. an S3 bucket that does not exist or an endpoint that is down."""
+    try:
+        fs, path = filesystem(uri, storage_options)
+        if is_local(fs):
+            return
+        bucket = path.split("/", 1)[0]
+        fs.ls(bucket, detail=False)
+    except FileNotFoundError as exc:
+        raise StorageUnreachableError(f"{uri}: bucket or prefix not found ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise StorageUnreachableError(f"{uri}: storage unreachable ({exc})") from None
+    except Exception as exc:  # botocore raises its own classes for endpoint errors
+        raise StorageUnreachableError(
+            f"{uri}: storage unreachable ({type(exc).__name__}: {exc})"
+        ) from None

@@ -1,0 +1,164 @@
+"""Manifests: one row per readable image with its content hash, size, label and provenance;
+and the quarantine table of files that could not be used, each with its reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+
+from vqganodip_pipeline.data.images import ImageDecodeError, decode_image
+from vqganodip_pipeline.data.sources import SourceEntry
+from vqganodip_pipeline.hashing import image_id
+
+MANIFEST_COLUMNS: dict[str, str] = {
+    "image_id": "string",
+    "uri": "string",
+    "relative_path": "string",
+    "width": "int64",
+    "height": "int64",
+    "channels": "int64",
+    "format": "string",
+    "file_bytes": "int64",
+    "label": "string",
+    "defect_type": "string",
+    "mask_uri": "string",
+    "boxes": "string",  # JSON list of [x1, y1, x2, y2, type] in the image's own pixels
+    "source_split": "string",
+    "group_id": "string",
+    "batch": "string",
+}
+QUARANTINE_COLUMNS: dict[str, str] = {
+    "uri": "string",
+    "relative_path": "string",
+    "batch": "string",
+    "reason": "string",
+    "file_bytes": "int64",
+}
+
+
+def empty_manifest() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in MANIFEST_COLUMNS.items()})
+
+
+def empty_quarantine() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in QUARANTINE_COLUMNS.items()})
+
+
+def _inspect(
+    entry: SourceEntry,
+    read: Callable[[str], bytes],
+    expected_size: tuple[int, int] | None,
+    expected_channels: int | None,
+) -> tuple[dict[str, Any] | None, str | None, int]:
+    """Read and decode one entry: (manifest row, None, bytes) or (None, reason, bytes)."""
+    if entry.problems:
+        return None, "; ".join(entry.problems), 0
+    try:
+        data = read(entry.uri)
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read file: {exc}", 0
+    try:
+        decoded = decode_image(data, entry.uri)
+    except ImageDecodeError as exc:
+        return None, exc.reason, len(data)
+    if expected_size is not None and (decoded.width, decoded.height) != tuple(expected_size):
+        return (
+            None,
+            f"size {decoded.width}x{decoded.height} differs from the expected "
+            f"{expected_size[0]}x{expected_size[1]}",
+            len(data),
+        )
+    if expected_channels is not None and decoded.channels != expected_channels:
+        return (
+            None,
+            f"{decoded.channels} channel(s) where {expected_channels} are expected",
+            len(data),
+        )
+    row = {
+        "image_id": image_id(data),
+        "uri": entry.uri,
+        "relative_path": entry.relative_path,
+        "width": decoded.width,
+        "height": decoded.height,
+        "channels": decoded.channels,
+        "format": decoded.format,
+        "file_bytes": len(data),
+        "label": entry.label,
+        "defect_type": entry.defect_type,
+        "mask_uri": entry.mask_uri,
+        "boxes": json.dumps([list(box) for box in entry.boxes]),
+        "source_split": entry.source_split,
+        "group_id": entry.group_id,
+    }
+    return row, None, len(data)
+
+
+def build_manifest(
+    entries: Sequence[SourceEntry],
+    batch: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    expected_size: tuple[int, int] | None = None,
+    expected_channels: int | None = None,
+    max_workers: int = 8,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and decode every entry; return (manifest, quarantine).
+
+    Unreadable, empty, truncated or non-image files, files of an unexpected size (``expected_size``
+    as (width, height)) or channel count, and byte-identical duplicates go to the quarantine table
+    with their reason; the rest of the batch is unaffected. Rows keep the entries' order.
+    """
+    from vqganodip_pipeline.data.fs import read_bytes
+
+    def read(uri: str) -> bytes:
+        return read_bytes(uri, storage_options)
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        results = list(
+            pool.map(lambda e: _inspect(e, read, expected_size, expected_channels), entries)
+        )
+
+    rows: list[dict[str, Any]] = []
+    quarantined: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for entry, (row, reason, n_bytes) in zip(entries, results, strict=True):
+        if row is not None and row["image_id"] in seen:
+            reason, row = f"duplicate content of {seen[row['image_id']]}", None
+        if row is None:
+            quarantined.append(
+                {
+                    "uri": entry.uri,
+                    "relative_path": entry.relative_path,
+                    "batch": batch,
+                    "reason": reason,
+                    "file_bytes": n_bytes,
+                }
+            )
+            continue
+        seen[row["image_id"]] = entry.uri
+        row["group_id"] = row["group_id"] or row["image_id"]
+        row["batch"] = batch
+        rows.append(row)
+
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else empty_manifest()
+    quarantine = (
+        pd.DataFrame(quarantined, columns=list(QUARANTINE_COLUMNS))
+        if quarantined
+        else empty_quarantine()
+    )
+    return manifest.astype(MANIFEST_COLUMNS), quarantine.astype(QUARANTINE_COLUMNS)
+
+
+def boxes_of(row: Mapping[str, Any]) -> list[tuple[int, int, int, int, int]]:
+    """The DeepPCB-style boxes of a manifest row."""
+    raw = row.get("boxes") or "[]"
+    return [tuple(int(v) for v in box) for box in json.loads(raw)]  # type: ignore[misc]
+
+
+def label_counts(manifest: pd.DataFrame) -> dict[str, int]:
+    counts = manifest["label"].value_counts().to_dict() if len(manifest) else {}
+    return {label: int(counts.get(label, 0)) for label in ("normal", "abnormal", "unknown")}

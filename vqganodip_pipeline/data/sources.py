@@ -1,0 +1,337 @@
+"""Image sources: dataset layouts on disk or S3 turned into lists of :class:`SourceEntry`.
+
+Layouts:
+
+- ``mvtec``: MVTec-AD (``train/good``, ``test/good``, ``test/<defect>``,
+  ``ground_truth/<defect>/<name>_mask.png``). The synthetic PCBA generator writes this layout.
+- ``deeppcb``: DeepPCB (``trainval.txt`` listing pairs; ``*_temp.jpg`` template = normal,
+  ``*_test.jpg`` tested image = abnormal, ``*_not/*.txt`` boxes ``x1 y1 x2 y2 type``). A pair is
+  one group and is never split; whole pairs are assigned to the reconstruction-training side
+  (``source_split = "train"``: only their template is used) or to the evaluation side.
+- ``folders``: ``normal/`` and ``abnormal/`` sub-folders (defect type = the first folder below
+  ``abnormal/`` if any), optional ``masks/<stem>.png`` or ``masks/<stem>_mask.png``.
+- ``folder``: a plain production batch, every file below the root is an image candidate; an
+  optional ``labels.csv`` (columns ``file``, ``label`` and optionally ``defect_type``, ``mask``)
+  labels some of them; the others are ``unknown``.
+
+Every file found in an image folder becomes an entry, whatever its extension: unreadable ones are
+quarantined later with their reason, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vqganodip_pipeline.data.fs import filesystem, to_uri
+
+LAYOUTS = ("mvtec", "deeppcb", "folders", "folder")
+LABELS = ("normal", "abnormal", "unknown")
+DEEPPCB_DEFECT_NAMES = {
+    1: "open",
+    2: "short",
+    3: "mousebite",
+    4: "spur",
+    5: "spurious_copper",
+    6: "pin_hole",
+}
+_LABEL_SYNONYMS = {
+    "normal": "normal",
+    "good": "normal",
+    "ok": "normal",
+    "pass": "normal",
+    "0": "normal",
+    "abnormal": "abnormal",
+    "anomaly": "abnormal",
+    "defect": "abnormal",
+    "ng": "abnormal",
+    "fail": "abnormal",
+    "1": "abnormal",
+    "unknown": "unknown",
+    "": "unknown",
+}
+_IGNORED_NAMES = frozenset({"labels.csv", ".ds_store", "thumbs.db", "license.txt", "readme.md"})
+
+
+class DatasetLayoutError(ValueError):
+    """A dataset root that does not match the requested layout; the message names the path."""
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One image candidate with what the dataset says about it (before the file is read)."""
+
+    uri: str
+    relative_path: str
+    label: str = "unknown"
+    defect_type: str = "unknown"
+    mask_uri: str | None = None
+    boxes: tuple[tuple[int, int, int, int, int], ...] = ()
+    source_split: str = ""
+    group_id: str = ""
+    problems: tuple[str, ...] = field(default=())  # known before reading, e.g. listed but missing
+
+
+def normalise_label(value: str, where: str) -> str:
+    key = str(value).strip().lower()
+    if key not in _LABEL_SYNONYMS:
+        raise DatasetLayoutError(
+            f"{where}: unknown label {value!r} (use one of normal/good/ok, abnormal/defect/ng)"
+        )
+    return _LABEL_SYNONYMS[key]
+
+
+def detect_layout(root: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Guess the layout of ``root`` from its top-level entries."""
+    fs, path = filesystem(root, storage_options)
+    if not fs.isdir(path):
+        raise DatasetLayoutError(f"{root}: dataset folder does not exist")
+    names = {posixpath.basename(p.rstrip("/")).lower() for p in fs.ls(path, detail=False)}
+    if "trainval.txt" in names or "test.txt" in names:
+        return "deeppcb"
+    if {"train", "test"} <= names:
+        return "mvtec"
+    if names & {"normal", "abnormal"}:
+        return "folders"
+    return "folder"
+
+
+def scan_source(
+    root: str,
+    layout: str = "auto",
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    train_fraction: float = 0.5,
+    seed: int = 0,
+) -> tuple[str, list[SourceEntry]]:
+    """Scan ``root`` in the given layout (``auto`` detects it). Returns (layout, entries).
+
+    ``train_fraction`` and ``seed`` choose the reconstruction-side pairs of a DeepPCB layout.
+    """
+    if layout == "auto":
+        layout = detect_layout(root, storage_options)
+    if layout == "mvtec":
+        entries = scan_mvtec(root, storage_options)
+    elif layout == "deeppcb":
+        entries = scan_deeppcb(root, storage_options, train_fraction=train_fraction, seed=seed)
+    elif layout == "folders":
+        entries = scan_folders(root, storage_options)
+    elif layout == "folder":
+        entries = scan_folder(root, storage_options)
+    else:
+        raise DatasetLayoutError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    return layout, entries
+
+
+def _files_below(fs: Any, path: str) -> list[str]:
+    if not fs.isdir(path):
+        return []
+    found = fs.find(path, withdirs=False)
+    return sorted(p for p in found if posixpath.basename(p).lower() not in _IGNORED_NAMES)
+
+
+def _relative(path: str, base: str) -> str:
+    return posixpath.relpath(path, base.rstrip("/"))
+
+
+def scan_mvtec(root: str, storage_options: Mapping[str, Any] | None = None) -> list[SourceEntry]:
+    """Entries of an MVTec-AD category folder (or the synthetic PCBA set)."""
+    fs, base = filesystem(root, storage_options)
+    if not (fs.isdir(posixpath.join(base, "train")) and fs.isdir(posixpath.join(base, "test"))):
+        raise DatasetLayoutError(f"{root}: not an MVTec-AD layout (needs train/ and test/)")
+    masks = {p for p in _files_below(fs, posixpath.join(base, "ground_truth"))}
+    entries: list[SourceEntry] = []
+    for split in ("train", "test"):
+        split_dir = posixpath.join(base, split)
+        for path in _files_below(fs, split_dir):
+            rel = _relative(path, base)
+            parts = rel.split("/")
+            if len(parts) != 3:
+                raise DatasetLayoutError(
+                    f"{to_uri(fs, path)}: expected {split}/<category>/<file> in an MVTec layout"
+                )
+            category = parts[1]
+            if split == "train" and category != "good":
+                raise DatasetLayoutError(
+                    f"{to_uri(fs, path)}: MVTec train/ may only hold good/ images"
+                )
+            label = "normal" if category == "good" else "abnormal"
+            mask_uri = None
+            if label == "abnormal":
+                stem = posixpath.splitext(parts[2])[0]
+                mask_path = posixpath.join(base, "ground_truth", category, f"{stem}_mask.png")
+                mask_uri = to_uri(fs, mask_path) if mask_path in masks else None
+            entries.append(
+                SourceEntry(
+                    uri=to_uri(fs, path),
+                    relative_path=rel,
+                    label=label,
+                    defect_type="good" if label == "normal" else category,
+                    mask_uri=mask_uri,
+                    source_split=split,
+                )
+            )
+    return entries
+
+
+def parse_deeppcb_boxes(text: str, where: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Parse DeepPCB annotation text: one ``x1 y1 x2 y2 type`` a line (spaces or commas)."""
+    boxes = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise DatasetLayoutError(f"{where}:{number}: expected 'x1 y1 x2 y2 type', got {line!r}")
+        try:
+            x1, y1, x2, y2, kind = (int(float(v)) for v in fields)
+        except ValueError:
+            raise DatasetLayoutError(f"{where}:{number}: non-numeric box {line!r}") from None
+        boxes.append((x1, y1, x2, y2, kind))
+    return tuple(boxes)
+
+
+def scan_deeppcb(
+    root: str,
+    storage_options: Mapping[str, Any] | None = None,
+    list_file: str = "trainval.txt",
+    train_fraction: float = 0.5,
+    seed: int = 0,
+) -> list[SourceEntry]:
+    """Entries of a DeepPCB folder: for each listed pair a normal template and an abnormal test
+    image sharing one ``group_id``. A seeded ``train_fraction`` of the pairs, stratified by board
+    group, is marked ``source_split="train"`` (their templates train the reconstruction model)."""
+    if not 0.0 <= train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in [0, 1), got {train_fraction}")
+    fs, base = filesystem(root, storage_options)
+    list_path = posixpath.join(base, list_file)
+    if not fs.isfile(list_path):
+        raise DatasetLayoutError(f"{root}: DeepPCB list file {list_file} not found")
+    lines = fs.cat_file(list_path).decode("utf-8").splitlines()
+    pairs: list[tuple[str, str, str]] = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DatasetLayoutError(f"{root}/{list_file}:{number}: expected two paths")
+        image_rel, boxes_rel = fields
+        stem = posixpath.splitext(image_rel)[0]
+        pairs.append((stem, boxes_rel, posixpath.dirname(image_rel).split("/")[0]))
+
+    # Seeded, stratified by board group so every board design appears on both sides.
+    rng = np.random.default_rng(seed)
+    train_stems: set[str] = set()
+    for board in sorted({board for _, _, board in pairs}):
+        stems = sorted(stem for stem, _, b in pairs if b == board)
+        order = rng.permutation(len(stems))
+        n_train = round(train_fraction * len(stems))
+        train_stems.update(stems[i] for i in order[:n_train])
+
+    entries: list[SourceEntry] = []
+    for stem, boxes_rel, board in pairs:
+        boxes_path = posixpath.join(base, boxes_rel)
+        problems: tuple[str, ...] = ()
+        boxes: tuple[tuple[int, int, int, int, int], ...] = ()
+        if fs.isfile(boxes_path):
+            boxes = parse_deeppcb_boxes(fs.cat_file(boxes_path).decode("utf-8"), boxes_rel)
+        else:
+            problems = (f"annotation file {boxes_rel} listed in {list_file} is missing",)
+        kinds = sorted({DEEPPCB_DEFECT_NAMES.get(box[4], f"type{box[4]}") for box in boxes})
+        group = f"deeppcb:{stem}"
+        split = "train" if stem in train_stems else "test"
+        for suffix, label in (("_temp", "normal"), ("_test", "abnormal")):
+            rel = f"{stem}{suffix}.jpg"
+            path = posixpath.join(base, rel)
+            missing = () if fs.isfile(path) else (f"listed in {list_file} but missing",)
+            entries.append(
+                SourceEntry(
+                    uri=to_uri(fs, path),
+                    relative_path=rel,
+                    label=label,
+                    defect_type="good" if label == "normal" else "+".join(kinds) or board,
+                    boxes=boxes if label == "abnormal" else (),
+                    source_split=split,
+                    group_id=group,
+                    problems=missing + (problems if label == "abnormal" else ()),
+                )
+            )
+    return entries
+
+
+def _mask_lookup(fs: Any, base: str) -> dict[str, str]:
+    masks: dict[str, str] = {}
+    for path in _files_below(fs, posixpath.join(base, "masks")):
+        stem = posixpath.splitext(posixpath.basename(path))[0]
+        masks[stem.removesuffix("_mask")] = path
+    return masks
+
+
+def scan_folders(root: str, storage_options: Mapping[str, Any] | None = None) -> list[SourceEntry]:
+    """Entries of a ``normal/`` + ``abnormal/`` (+ optional ``masks/``) folder."""
+    fs, base = filesystem(root, storage_options)
+    if not any(fs.isdir(posixpath.join(base, name)) for name in ("normal", "abnormal")):
+        raise DatasetLayoutError(f"{root}: needs a normal/ or abnormal/ sub-folder")
+    masks = _mask_lookup(fs, base)
+    entries = []
+    for label in ("normal", "abnormal"):
+        for path in _files_below(fs, posixpath.join(base, label)):
+            rel = _relative(path, base)
+            parts = rel.split("/")
+            stem = posixpath.splitext(parts[-1])[0]
+            defect = "good" if label == "normal" else (parts[1] if len(parts) > 2 else "abnormal")
+            mask = masks.get(stem) if label == "abnormal" else None
+            entries.append(
+                SourceEntry(
+                    uri=to_uri(fs, path),
+                    relative_path=rel,
+                    label=label,
+                    defect_type=defect,
+                    mask_uri=to_uri(fs, mask) if mask else None,
+                )
+            )
+    return entries
+
+
+def scan_folder(root: str, storage_options: Mapping[str, Any] | None = None) -> list[SourceEntry]:
+    """Entries of a plain production batch folder with an optional ``labels.csv``."""
+    fs, base = filesystem(root, storage_options)
+    if not fs.isdir(base):
+        raise DatasetLayoutError(f"{root}: batch folder does not exist")
+    labels: dict[str, tuple[str, str, str | None]] = {}
+    labels_path = posixpath.join(base, "labels.csv")
+    if fs.isfile(labels_path):
+        text = fs.cat_file(labels_path).decode("utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+            raise DatasetLayoutError(f"{root}/labels.csv: needs the columns 'file' and 'label'")
+        for number, row in enumerate(reader, start=2):
+            where = f"{root}/labels.csv:{number}"
+            label = normalise_label(row["label"], where)
+            default_defect = {"normal": "good", "abnormal": "abnormal"}.get(label, "unknown")
+            defect = (row.get("defect_type") or "").strip() or default_defect
+            mask = (row.get("mask") or "").strip() or None
+            labels[row["file"].strip().lstrip("./")] = (label, defect, mask)
+    entries = []
+    for path in _files_below(fs, base):
+        rel = _relative(path, base)
+        if rel.split("/")[0] == "masks":
+            continue
+        label, defect, mask = labels.get(rel, ("unknown", "unknown", None))
+        mask_uri = to_uri(fs, posixpath.join(base, mask)) if mask else None
+        entries.append(
+            SourceEntry(
+                uri=to_uri(fs, path),
+                relative_path=rel,
+                label=label,
+                defect_type=defect,
+                mask_uri=mask_uri,
+            )
+        )
+    return entries

@@ -1,0 +1,46 @@
+"""The Dagster code location: ``dagster dev`` (through workspace.yaml) loads ``defs`` from here.
+
+Settings come from the environment so that one code location serves a laptop and production:
+
+- ``VQGANODIP_STORAGE``: asset storage base, a folder (default ``storage``) or ``s3://bucket/prefix``;
+- ``VQGANODIP_INBOX``: where batch folders arrive (default ``inbox``);
+- ``VQGANODIP_S3_ENDPOINT``: endpoint URL for S3-compatible stores (MinIO, moto);
+  credentials are the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
+"""
+
+import os
+
+import dagster as dg
+
+from vqganodip_pipeline.defs import ingestion
+from vqganodip_pipeline.defs.jobs import process_batch_job, train_model_job
+from vqganodip_pipeline.defs.resources import BatchInbox
+from vqganodip_pipeline.defs.sensors import batch_inbox_sensor, weekly_retraining
+from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
+
+
+def build_definitions(
+    storage_base: str | None = None,
+    inbox_root: str | None = None,
+    s3_endpoint: str | None = None,
+) -> dg.Definitions:
+    """Assemble assets, checks, jobs, sensors and resources for the given locations."""
+    endpoint = s3_endpoint or os.environ.get("VQGANODIP_S3_ENDPOINT") or None
+    location = StorageLocation(
+        base_path=storage_base or os.environ.get("VQGANODIP_STORAGE", "storage"),
+        endpoint_url=endpoint,
+    )
+    inbox = BatchInbox(
+        root=inbox_root or os.environ.get("VQGANODIP_INBOX", "inbox"), endpoint_url=endpoint
+    )
+    return dg.Definitions(
+        assets=[ingestion.batch_images, ingestion.dataset_split],
+        asset_checks=[ingestion.batch_has_images],
+        jobs=[process_batch_job, train_model_job],
+        sensors=[batch_inbox_sensor],
+        schedules=[weekly_retraining],
+        resources={**io_managers(location), "inbox": inbox},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,180 @@
+"""Content-addressed storage of asset values on a local folder or S3, through Dagster's
+UPathIOManager.
+
+Layout under the configured base: ``<base>/<asset key>/[<partition>/]<sha256[:16]><suffix>`` plus
+a ``LATEST`` pointer naming the current file. A re-materialization writes a new file and moves
+the pointer; files are never overwritten or deleted, so whatever an earlier score was computed
+with stays readable, and each materialization's metadata names the exact file it wrote
+(``stored_file``) while each load records the file it read as an observation.
+"""
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+from dagster import UPathIOManager
+from upath import UPath
+
+from vqganodip_pipeline import serialization
+from vqganodip_pipeline.data.fs import check_reachable
+from vqganodip_pipeline.hashing import sha256_hex
+
+POINTER = "LATEST"
+DIGEST_CHARS = 16
+
+
+class StorageLocation(dg.ConfigurableResource):
+    """Where assets are stored: a local folder (default) or ``s3://bucket/prefix``.
+
+    For S3-compatible endpoints (MinIO, moto) set ``endpoint_url``; credentials come from the
+    usual AWS variables unless ``key``/``secret`` are given (use ``dg.EnvVar`` for those).
+    """
+
+    base_path: str = "storage"
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    region: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.key:
+            options["key"] = self.key
+        if self.secret:
+            options["secret"] = self.secret
+        if self.region:
+            options["client_kwargs"] = {"region_name": self.region}
+        return options
+
+    def is_remote(self) -> bool:
+        return "://" in self.base_path and not self.base_path.startswith("file://")
+
+    def upath(self) -> UPath:
+        if self.is_remote():
+            check_reachable(self.base_path, self.storage_options())
+            return UPath(self.base_path, **self.storage_options())
+        return UPath(os.path.abspath(self.base_path))
+
+
+class VersionedIOManager(UPathIOManager):
+    """Writes each value to a new content-addressed file and moves a ``LATEST`` pointer."""
+
+    extension = None  # the UPathIOManager path is the folder holding versions and pointer
+    suffix: str = ""
+
+    def __init__(
+        self,
+        base_path: UPath,
+        serialize: Callable[[Any], bytes],
+        deserialize: Callable[[bytes], Any],
+        suffix: str,
+    ) -> None:
+        super().__init__(base_path=base_path)
+        self._serialize = serialize
+        self._deserialize = deserialize
+        self.suffix = suffix
+
+    def _write_atomic(self, target: UPath, data: bytes) -> None:
+        if target.protocol in ("", "file", "local"):
+            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            staging.write_bytes(data)
+            os.replace(staging.path, target.path)
+        else:  # object stores publish a PUT atomically
+            target.write_bytes(data)
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        data = self._serialize(obj)
+        digest = sha256_hex(data)[:DIGEST_CHARS]
+        path.mkdir(parents=True, exist_ok=True)
+        target = path / f"{digest}{self.suffix}"
+        if not target.exists():
+            self._write_atomic(target, data)
+        self._write_atomic(path / POINTER, f"{target.name}\n".encode())
+        context.add_output_metadata(
+            {
+                "stored_file": dg.MetadataValue.path(str(target)),
+                "stored_digest": digest,
+                "stored_bytes": len(data),
+            }
+        )
+
+    def current_file(self, path: UPath) -> UPath:
+        pointer = path / POINTER
+        if not pointer.exists():
+            raise FileNotFoundError(f"{path}: nothing stored yet (no {POINTER} pointer)")
+        return path / pointer.read_text().strip()
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        target = self.current_file(path)
+        context.log.info(f"loading {target}")
+        single = not context.has_asset_partitions or len(context.asset_partition_keys) == 1
+        if context.has_asset_key and single:
+            context.add_input_metadata({"stored_file": str(target)})
+        return self._deserialize(target.read_bytes())
+
+
+class _VersionedIOManagerFactory(dg.ConfigurableIOManagerFactory):
+    location: dg.ResourceDependency[StorageLocation]
+
+    def _make(
+        self, serialize: Callable[[Any], bytes], deserialize: Callable[[bytes], Any], suffix: str
+    ) -> VersionedIOManager:
+        return VersionedIOManager(self.location.upath(), serialize, deserialize, suffix)
+
+
+class ParquetIOManager(_VersionedIOManagerFactory):
+    """pandas DataFrames as Parquet."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(
+            serialization.frame_to_parquet, serialization.parquet_to_frame, ".parquet"
+        )
+
+
+class ArrayIOManager(_VersionedIOManagerFactory):
+    """NumPy arrays (or dicts of arrays) as compressed ``.npz``."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(serialization.arrays_to_npz, serialization.npz_to_arrays, ".npz")
+
+
+class CheckpointIOManager(_VersionedIOManagerFactory):
+    """torch checkpoint dicts (state dicts, configs, history) as ``.pt``, loaded weights-only."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(
+            serialization.checkpoint_to_bytes, serialization.bytes_to_checkpoint, ".pt"
+        )
+
+
+class PickleIOManager(_VersionedIOManagerFactory):
+    """Fitted scikit-learn style models as pickles (only ever read back from our own storage)."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(serialization.object_to_pickle, serialization.pickle_to_object, ".pkl")
+
+
+def io_managers(location: StorageLocation) -> dict[str, Any]:
+    """The IO managers of the project, all under one storage location."""
+    return {
+        "io_manager": ParquetIOManager(location=location),
+        "parquet_io_manager": ParquetIOManager(location=location),
+        "array_io_manager": ArrayIOManager(location=location),
+        "checkpoint_io_manager": CheckpointIOManager(location=location),
+        "pickle_io_manager": PickleIOManager(location=location),
+    }
+
+
+__all__ = [
+    "ArrayIOManager",
+    "CheckpointIOManager",
+    "ParquetIOManager",
+    "PickleIOManager",
+    "StorageLocation",
+    "VersionedIOManager",
+    "io_managers",
+]

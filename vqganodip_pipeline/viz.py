@@ -1,0 +1,63 @@
+"""Small image figures for metadata and reports: contact sheets and PNG encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vqganodip_pipeline.data.images import encode_png
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str] | None = None,
+    *,
+    columns: int = 6,
+    thumb: int = 128,
+) -> np.ndarray:
+    """Tile (H, W, 3) ``uint8`` images into one grid of ``thumb``-pixel thumbnails with captions."""
+    if len(images) == 0:
+        raise ValueError("contact_sheet needs at least one image")
+    columns = max(1, min(columns, len(images)))
+    rows = (len(images) + columns - 1) // columns
+    caption_h = 14 if captions else 0
+    sheet = Image.new("RGB", (columns * thumb, rows * (thumb + caption_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for index, image in enumerate(images):
+        tile = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(
+            (thumb, thumb), Image.Resampling.BILINEAR
+        )
+        x, y = (index % columns) * thumb, (index // columns) * (thumb + caption_h)
+        sheet.paste(tile, (x, y))
+        if captions:
+            draw.text((x + 2, y + thumb + 1), str(captions[index])[: thumb // 6], fill=(0, 0, 0))
+    return np.asarray(sheet)
+
+
+def heatmap(values: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Map a 2-D float array to an (H, W, 3) ``uint8`` heat-map (black-red-yellow-white)."""
+    array = np.asarray(values, dtype=np.float64)
+    lo = float(np.min(array)) if lo is None else lo
+    hi = float(np.max(array)) if hi is None else hi
+    t = np.clip((array - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: Sequence[tuple[int, int, int, int]],
+    color: tuple[int, int, int] = (255, 0, 0),
+) -> np.ndarray:
+    """Draw (top, left, height, width) rectangles on a copy of an (H, W, 3) ``uint8`` image."""
+    canvas = Image.fromarray(np.asarray(image, dtype=np.uint8).copy())
+    draw = ImageDraw.Draw(canvas)
+    for top, left, height, width in boxes:
+        draw.rectangle([left, top, left + width - 1, top + height - 1], outline=color)
+    return np.asarray(canvas)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    return encode_png(np.asarray(image, dtype=np.uint8))
