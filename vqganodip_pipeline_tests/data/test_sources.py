@@ -18,28 +18,8 @@ from vqganodip_pipeline.data.sources import (
     scan_source,
 )
 from vqganodip_pipeline.hashing import image_id
-
-
-def _png(path: Path, seed: int, size: int = 16, gray: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    shape = (size, size) if gray else (size, size, 3)
-    data = encode_png(rng.integers(0, 256, shape, dtype=np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return data
-
-
-def make_mvtec_tree(root: Path) -> None:
-    for i in range(3):
-        _png(root / "train" / "good" / f"{i:03d}.png", i)
-    _png(root / "test" / "good" / "000.png", 10)
-    for i, defect in enumerate(("scratch", "missing")):
-        _png(root / "test" / defect / "000.png", 20 + i)
-        mask = np.zeros((16, 16), np.uint8)
-        mask[4:8, 2 + i : 6 + i] = 255
-        target = root / "ground_truth" / defect / "000_mask.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(encode_png(mask))
+from vqganodip_pipeline_tests.builders import make_mvtec_tree
+from vqganodip_pipeline_tests.builders import write_png as _png
 
 
 def test_mvtec_tree_gives_labels_masks_and_splits(tmp_path: Path) -> None:
