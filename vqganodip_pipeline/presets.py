@@ -1,14 +1,19 @@
 """Presets: one object per scale, from unit tests to the paper's settings.
 
-- ``tiny``: tests; seconds on a CPU (64 px boards, a few channels, few steps).
+- ``tiny``: tests; seconds on a CPU (64 px boards, a few channels, few steps, few iterations).
 - ``demo``: the README's main job on a 2-core CPU in minutes (256 px synthetic PCBA boards).
 - ``paper``: the paper's settings (1024 px, codebook 2048 x 512, p=100, n=4, alpha=4, q=250,
-  m=30, 500 search iterations), for a GPU.
+  m=30, 500 search iterations with 5-fold CV), for a GPU.
+
+A preset names the VQGAN preset of the same name (model/config.py) and holds everything else:
+working resolution, role sizes, GanoDIP parameters and the classifier search budget.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+
+from vqganodip_pipeline.metrics.table import LocalizeConfig
 
 PRESET_NAMES = ("tiny", "demo", "paper")
 
@@ -26,12 +31,33 @@ class DemoData:
 
 @dataclass(frozen=True)
 class Preset:
+    """Everything a run needs besides the data.
+
+    Attributes:
+        name: preset name, also the VQGAN preset used.
+        image_size: working resolution in px (images of another size are resized).
+        m: mask-calibration images (paper: 30).
+        holdout_fraction: share of evaluation groups kept for the holdout check.
+        localize: GanoDIP parameters (p, n, alpha, q, estimator).
+        search_iterations: randomized-search candidates per classifier (paper: 500).
+        search_folds: stratified CV folds of the search (paper: 5).
+        outer_folds: outer folds of the honest protocol.
+        classifiers: classifier codes to try (None: all twelve).
+        batch_size: images per reconstruction batch.
+        demo_data: batch sizes the demo writes.
+    """
+
     name: str
     image_size: int
-    m: int  # mask-calibration images
+    m: int
     holdout_fraction: float
+    localize: LocalizeConfig
+    search_iterations: int
+    search_folds: int
+    outer_folds: int
+    classifiers: tuple[str, ...] | None
+    batch_size: int
     demo_data: DemoData
-    extra: dict[str, object] = field(default_factory=dict)
 
     def with_image_size(self, size: int) -> Preset:
         return replace(self, image_size=size)
@@ -43,13 +69,25 @@ _PRESETS = {
         image_size=64,
         m=6,
         holdout_fraction=0.25,
-        demo_data=DemoData(48, 16, 6, 2),
+        localize=LocalizeConfig(p=20, n=2, alpha=4, q=25, orb_keypoints=50),
+        search_iterations=2,
+        search_folds=3,
+        outer_folds=3,
+        classifiers=("lr", "et", "lda"),
+        batch_size=8,
+        demo_data=DemoData(48, 24, 6, 2),
     ),
     "demo": Preset(
         name="demo",
         image_size=256,
         m=30,
         holdout_fraction=0.25,
+        localize=LocalizeConfig(p=100, n=4, alpha=4, q=250),
+        search_iterations=10,
+        search_folds=5,
+        outer_folds=5,
+        classifiers=None,
+        batch_size=16,
         demo_data=DemoData(300, 80, 24, 6),
     ),
     "paper": Preset(
@@ -57,6 +95,12 @@ _PRESETS = {
         image_size=1024,
         m=30,
         holdout_fraction=0.25,
+        localize=LocalizeConfig(p=100, n=4, alpha=4, q=250),
+        search_iterations=500,
+        search_folds=5,
+        outer_folds=5,
+        classifiers=None,
+        batch_size=4,
         demo_data=DemoData(1200, 348, 60, 10),
     ),
 }

@@ -61,3 +61,44 @@ def draw_boxes(
 
 def to_png(image: np.ndarray) -> bytes:
     return encode_png(np.asarray(image, dtype=np.uint8))
+
+
+def training_curves_png(records: Sequence[dict], keys: Sequence[str], title: str = "") -> bytes:
+    """Line plot (PNG bytes) of ``keys`` over ``step`` from a list of training records."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, label=key)
+    axis.set_xlabel("step")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def reconstruction_strip(
+    images: np.ndarray, reconstructions: np.ndarray, thumb: int = 128
+) -> np.ndarray:
+    """Rows of original | reconstruction | |x - x_hat| heat-map for each image."""
+    tiles: list[np.ndarray] = []
+    captions: list[str] = []
+    for x, x_hat in zip(images, reconstructions, strict=True):
+        delta = np.abs(x.astype(np.float32) - x_hat.astype(np.float32)).mean(axis=-1)
+        tiles += [x, x_hat, heatmap(delta, lo=0.0, hi=max(float(delta.max()), 1.0))]
+        captions += ["original", "reconstruction", "|x - x_hat|"]
+    return contact_sheet(tiles, captions, columns=3, thumb=thumb)

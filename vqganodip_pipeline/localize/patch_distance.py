@@ -1,0 +1,196 @@
+"""Perceptual ("FID") distance between the original and the reconstructed version of each
+candidate patch, and the top-q selection (GanoDIP, METHOD.md step 2).
+
+Two estimators, on the feature-map cells a patch covers:
+
+- ``pooled``: squared L2 distance of the mean features, ||mu_x - mu_xhat||^2 — what the Fréchet
+  distance reduces to with one feature vector per patch (the paper's single-sample FID);
+- ``frechet``: the Fréchet distance treating the covered cells as samples (SIFID-style),
+  ||mu_x - mu_xhat||^2 + Tr(S_x + S_xhat - 2 (S_x S_xhat)^(1/2)) with biased covariances. With n
+  cells, S = A^T A / n for the centred (n, C) matrix A, and Tr((S_x S_xhat)^(1/2)) equals the
+  nuclear norm of A_x A_xhat^T / n, an n x n matrix: exact and cheap for small n.
+
+Both are computed per layer, divided by the layer's channel count (so layers of different widths
+weigh alike) and summed over layers.
+
+Two paths compute them:
+
+- fast (default): feature maps of the whole image and of its reconstruction, once; every
+  candidate's mean features from summed-area tables in O(1); duplicate candidates scored once;
+- naive (reference, as in the paper): crop each patch from both images, resize the crop to
+  ``input_size`` px, run the backbone per patch and pool its whole feature map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vqganodip_pipeline.features.backbones import FeatureBackbone
+from vqganodip_pipeline.localize.candidates import unique_patches
+from vqganodip_pipeline.model.tensors import images_to_tensor
+
+ESTIMATORS = ("pooled", "frechet")
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Feature maps of one image and of its reconstruction: lists of (C, h, w) float64."""
+
+    x: list[torch.Tensor]
+    x_hat: list[torch.Tensor]
+    strides: tuple[int, ...]
+
+
+@torch.no_grad()
+def image_features(
+    backbone: FeatureBackbone, x: np.ndarray, x_hat: np.ndarray, device: str = "cpu"
+) -> ImageFeatures:
+    """Run ``backbone`` once on an image and its reconstruction ((H, W, 3) ``uint8`` each)."""
+    batch = images_to_tensor(np.stack([x, x_hat]), device)
+    maps = backbone.feature_maps(batch)
+    return ImageFeatures(
+        x=[m[0].double().cpu() for m in maps],
+        x_hat=[m[1].double().cpu() for m in maps],
+        strides=tuple(backbone.strides),
+    )
+
+
+def cell_ranges(
+    patches: np.ndarray, stride: int, map_shape: tuple[int, int]
+) -> tuple[np.ndarray, ...]:
+    """Half-open cell ranges (r0, r1, c0, c1) covered by (top, left, size) patches on a feature
+    map of ``map_shape`` cells at ``stride`` px per cell; at least one cell each."""
+    height, width = map_shape
+    top, left, size = (np.asarray(patches)[:, i].astype(np.int64) for i in range(3))
+    r0 = np.clip(top // stride, 0, height - 1)
+    c0 = np.clip(left // stride, 0, width - 1)
+    r1 = np.clip(-(-(top + size) // stride), r0 + 1, height)
+    c1 = np.clip(-(-(left + size) // stride), c0 + 1, width)
+    return r0, r1, c0, c1
+
+
+def _integral(feature_map: torch.Tensor) -> torch.Tensor:
+    """Summed-area table (C, h+1, w+1) with a zero first row and column."""
+    return F.pad(feature_map.cumsum(1).cumsum(2), (1, 0, 1, 0))
+
+
+def _region_means(table: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
+    r0, r1, c0, c1 = (torch.as_tensor(a) for a in (r0, r1, c0, c1))
+    total = table[:, r1, c1] - table[:, r0, c1] - table[:, r1, c0] + table[:, r0, c0]
+    area = ((r1 - r0) * (c1 - c0)).to(table.dtype)
+    return (total / area).T  # (N, C)
+
+
+def pooled_distance_fast(features: ImageFeatures, patches: np.ndarray) -> np.ndarray:
+    """``pooled`` estimator for every (top, left, size) patch, from whole-image feature maps."""
+    total = np.zeros(len(patches), dtype=np.float64)
+    for fx, fy, stride in zip(features.x, features.x_hat, features.strides, strict=True):
+        ranges = cell_ranges(patches, stride, tuple(fx.shape[1:]))
+        diff = _region_means(_integral(fx), *ranges) - _region_means(_integral(fy), *ranges)
+        total += (diff.pow(2).sum(1) / fx.shape[0]).numpy()
+    return total
+
+
+def _frechet_from_samples(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Fréchet distance between sample sets a, b of shape (k, n, C), n samples of dimension C."""
+    n = a.shape[1]
+    mu_a, mu_b = a.mean(1), b.mean(1)
+    centred_a, centred_b = a - mu_a[:, None], b - mu_b[:, None]
+    trace_a = centred_a.pow(2).sum((1, 2)) / n
+    trace_b = centred_b.pow(2).sum((1, 2)) / n
+    if n == 1:
+        cross = torch.zeros_like(trace_a)
+    else:
+        cross = torch.linalg.svdvals(centred_a @ centred_b.transpose(1, 2) / n).sum(1)
+    value = (mu_a - mu_b).pow(2).sum(1) + trace_a + trace_b - 2.0 * cross
+    return value.clamp_min(0.0)  # rounding can leave -1e-16
+
+
+def frechet_distance_fast(features: ImageFeatures, patches: np.ndarray) -> np.ndarray:
+    """``frechet`` estimator for every patch, treating its covered cells as samples."""
+    total = np.zeros(len(patches), dtype=np.float64)
+    for fx, fy, stride in zip(features.x, features.x_hat, features.strides, strict=True):
+        channels = fx.shape[0]
+        r0, r1, c0, c1 = cell_ranges(patches, stride, tuple(fx.shape[1:]))
+        shapes = np.stack([r1 - r0, c1 - c0], axis=1)
+        for nr, nc in np.unique(shapes, axis=0):
+            index = np.flatnonzero((shapes[:, 0] == nr) & (shapes[:, 1] == nc))
+            rows = torch.as_tensor(r0[index][:, None] + np.arange(nr))  # (k, nr)
+            cols = torch.as_tensor(c0[index][:, None] + np.arange(nc))
+            gather_r, gather_c = rows[:, :, None], cols[:, None, :]
+            a = fx[:, gather_r, gather_c].permute(1, 2, 3, 0).reshape(len(index), -1, channels)
+            b = fy[:, gather_r, gather_c].permute(1, 2, 3, 0).reshape(len(index), -1, channels)
+            total[index] += (_frechet_from_samples(a, b) / channels).numpy()
+    return total
+
+
+def patch_distances_fast(
+    features: ImageFeatures, patches: np.ndarray, estimator: str = "pooled"
+) -> np.ndarray:
+    """Perceptual distance of every candidate; duplicates are computed once."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    unique, inverse = unique_patches(patches)
+    compute = pooled_distance_fast if estimator == "pooled" else frechet_distance_fast
+    return compute(features, unique)[inverse]
+
+
+@torch.no_grad()
+def patch_distances_naive(
+    backbone: FeatureBackbone,
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    patches: np.ndarray,
+    estimator: str = "pooled",
+    input_size: int = 64,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Reference path: every candidate cropped from both images, resized to ``input_size`` px
+    (bilinear), passed through the backbone on its own; distances from the whole crop's
+    feature maps. No de-duplication, no sharing between patches."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    image = images_to_tensor(np.stack([x, x_hat]), device)
+    out = np.zeros(len(patches), dtype=np.float64)
+    for start in range(0, len(patches), batch_size):
+        chunk = np.asarray(patches[start : start + batch_size])
+        crops = [
+            F.interpolate(
+                image[:, :, top : top + size, left : left + size],
+                size=(input_size, input_size),
+                mode="bilinear",
+                align_corners=False,
+            )
+            for top, left, size in chunk
+        ]
+        maps = backbone.feature_maps(torch.cat(crops))  # x and x_hat of each patch interleaved
+        for layer in maps:
+            layer = layer.double().cpu()
+            fx, fy = layer[0::2], layer[1::2]  # (k, C, h, w)
+            channels = layer.shape[1]
+            if estimator == "pooled":
+                diff = fx.mean((2, 3)) - fy.mean((2, 3))
+                value = diff.pow(2).sum(1)
+            else:
+                a = fx.flatten(2).transpose(1, 2)  # (k, h*w, C)
+                b = fy.flatten(2).transpose(1, 2)
+                value = _frechet_from_samples(a, b)
+            out[start : start + len(chunk)] += (value / channels).numpy()
+    return out
+
+
+def select_top_q(distances: np.ndarray, patches: np.ndarray, q: int) -> np.ndarray:
+    """Indices of the q highest-distance *distinct* candidates, highest first (ties: lower
+    index first). Duplicates of a chosen patch are skipped so the q patches are all different."""
+    if q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    unique, first_index = np.unique(np.asarray(patches), axis=0, return_index=True)
+    del unique
+    first_index = np.sort(first_index)
+    order = np.lexsort((first_index, -distances[first_index]))
+    return first_index[order[:q]]

@@ -1,0 +1,231 @@
+"""The multi-level metric table: one row per image (METHOD.md step 2).
+
+Column names are ``<level>__<metric>__<aggregate>__<variant>``:
+
+- level: ``image`` (whole image), ``pixel`` (the p most different pixels), ``patch`` (the q
+  selected zoom-out-and-shift patches), ``baseline`` (reference detectors, not classifier input);
+- metric: e.g. ``mse``, ``delta``, ``top_p``, ``fid``, ``ssim``, ``bray_curtis`` ...;
+- aggregate: ``value`` for a single number, else one of sum, max, min, mean, q1, median, q3;
+- variant: ``raw`` (on Delta) or ``weighted`` (on Delta * W, the weighting mask).
+
+docs/METRICS.md lists every column. All values are finite floats: degenerate cases have
+documented values (metrics/distances.py), and a non-finite value is an error naming the image.
+
+Weighted variant: pixels are selected on Delta * W; each selected patch's perceptual distance is
+multiplied by the mean of W over the patch, and the per-pixel patch distances compare the two
+patches after both are multiplied by W. Model outputs (quantization loss, discriminator logits,
+codes used, perceptual loss) and ORB matching exist once per image (variant ``raw``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vqganodip_pipeline.localize.candidates import top_p_pixels, zoom_out_and_shift
+from vqganodip_pipeline.localize.mask import difference_image
+from vqganodip_pipeline.localize.patch_distance import (
+    ESTIMATORS,
+    ImageFeatures,
+    patch_distances_fast,
+    select_top_q,
+)
+from vqganodip_pipeline.metrics.aggregates import AGGREGATES, aggregate
+from vqganodip_pipeline.metrics.distances import PATCH_DISTANCES, paired_patch_distances
+from vqganodip_pipeline.metrics.keypoints import KEYPOINT_METRICS, orb_keypoint_matching
+
+VARIANTS = ("raw", "weighted")
+MODEL_OUTPUTS = ("mse", "quant_loss", "codes_used", "disc_logit_x", "disc_logit_xhat", "perceptual")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """GanoDIP parameters (paper: p=100, n=4, alpha=4, q=250).
+
+    Attributes:
+        p: most different pixels kept per image.
+        n: patch sizes alpha, 2 alpha, ..., n alpha px.
+        alpha: patch size increment in px.
+        q: highest-distance distinct patches kept.
+        shift: displacement of the 8 neighbour patches in px (None = the patch side).
+        estimator: perceptual distance estimator, ``pooled`` or ``frechet``.
+        orb: compute the ORB keypoint-matching metrics.
+        orb_keypoints: ORB keypoints per image.
+    """
+
+    p: int = 100
+    n: int = 4
+    alpha: int = 4
+    q: int = 250
+    shift: int | None = None
+    estimator: str = "pooled"
+    orb: bool = True
+    orb_keypoints: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("p", "n", "alpha", "q"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+
+
+@dataclass
+class ImageResult:
+    """Metrics of one image and the patches selected for each variant."""
+
+    metrics: dict[str, float]
+    patches: dict[str, np.ndarray]  # variant -> (q', 3) (top, left, size), best first
+    patch_distances: dict[str, np.ndarray]  # variant -> (q',) perceptual distances
+
+
+def _put(row: dict[str, float], level: str, metric: str, variant: str, values) -> None:
+    for name, value in aggregate(np.ravel(values)).items():
+        row[f"{level}__{metric}__{name}__{variant}"] = float(value)
+
+
+def _patch_means(weights: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """Mean of a (H, W) map over each (top, left, size) patch, from a summed-area table."""
+    table = np.pad(weights.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    top, left, size = patches[:, 0], patches[:, 1], patches[:, 2]
+    total = (
+        table[top + size, left + size]
+        - table[top, left + size]
+        - table[top + size, left]
+        + table[top, left]
+    )
+    return total / (size * size)
+
+
+def image_metrics(
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    features: ImageFeatures,
+    model_outputs: dict[str, float],
+    weights: np.ndarray | None,
+    config: LocalizeConfig,
+    golden: np.ndarray | None = None,
+) -> ImageResult:
+    """All metrics of one image.
+
+    Args:
+        x, x_hat: (H, W, 3) ``uint8`` image and reconstruction.
+        features: backbone feature maps of both (localize.patch_distance.image_features).
+        model_outputs: the reconstruction's per-image outputs, keys of :data:`MODEL_OUTPUTS`
+            (``perceptual`` may be absent).
+        weights: (H, W) weighting mask in [0, 1], or None for products not at a fixed position
+            (then only the ``raw`` variant is computed).
+        config: GanoDIP parameters.
+        golden: optional (H, W, 3) mean normal image for the golden-sample baseline.
+    """
+    height, width = x.shape[:2]
+    if weights is not None and weights.shape != (height, width):
+        raise ValueError(f"weighting mask is {weights.shape}, image is {(height, width)}")
+    delta = difference_image(x, x_hat).astype(np.float64)
+    row: dict[str, float] = {}
+    for name in MODEL_OUTPUTS:
+        if name in model_outputs:
+            row[f"image__{name}__value__raw"] = float(model_outputs[name])
+    row["image__disc_gap__value__raw"] = row.get("image__disc_logit_x__value__raw", 0.0) - row.get(
+        "image__disc_logit_xhat__value__raw", 0.0
+    )
+    whole = np.array([[0, 0, min(height, width)]])
+    row["image__fid__value__raw"] = float(patch_distances_fast(features, whole)[0])
+    if config.orb:
+        orb = orb_keypoint_matching(x, x_hat, n_keypoints=config.orb_keypoints)
+        for name in KEYPOINT_METRICS:
+            row[f"image__orb_{name}__value__raw"] = float(orb[name])
+    if golden is not None:
+        golden_diff = (x.astype(np.float64) - golden.astype(np.float64)) / 255.0
+        row["baseline__golden_mse__value__raw"] = float(np.mean(golden_diff**2))
+
+    x_unit = x.astype(np.float64) / 255.0
+    x_hat_unit = x_hat.astype(np.float64) / 255.0
+    patches_out: dict[str, np.ndarray] = {}
+    distances_out: dict[str, np.ndarray] = {}
+    variants = VARIANTS if weights is not None else ("raw",)
+    for variant in variants:
+        w = weights.astype(np.float64) if variant == "weighted" else None
+        d = delta * w if w is not None else delta
+        if w is not None:
+            squared = ((x_unit - x_hat_unit) ** 2) * w[:, :, None]
+            row["image__mse__value__weighted"] = float(squared.mean())
+        _put(row, "image", "delta", variant, d)
+        pixels = top_p_pixels(d, config.p)
+        _put(row, "pixel", "top_p", variant, d[pixels[:, 0], pixels[:, 1]])
+
+        candidates = zoom_out_and_shift(
+            pixels, (height, width), n=config.n, alpha=config.alpha, shift=config.shift
+        )
+        distances = patch_distances_fast(features, candidates, config.estimator)
+        if w is not None:
+            distances = distances * _patch_means(w, candidates)
+        chosen = select_top_q(distances, candidates, config.q)
+        selected, selected_distances = candidates[chosen], distances[chosen]
+        patches_out[variant], distances_out[variant] = selected, selected_distances
+        _put(row, "patch", "fid", variant, selected_distances)
+        _put(row, "patch", "side", variant, selected[:, 2].astype(np.float64))
+
+        originals, reconstructions = [], []
+        for top, left, size in selected:
+            a = x_unit[top : top + size, left : left + size]
+            b = x_hat_unit[top : top + size, left : left + size]
+            if w is not None:
+                patch_w = w[top : top + size, left : left + size, None]
+                a, b = a * patch_w, b * patch_w
+            originals.append(a)
+            reconstructions.append(b)
+        for name, values in paired_patch_distances(originals, reconstructions).items():
+            _put(row, "patch", name, variant, values)
+
+    bad = sorted(k for k, v in row.items() if not np.isfinite(v))
+    if bad:
+        raise ValueError(f"non-finite metric values: {', '.join(bad)}")
+    return ImageResult(metrics=row, patches=patches_out, patch_distances=distances_out)
+
+
+def metric_column_names(
+    weighted: bool = True, orb: bool = True, perceptual: bool = True
+) -> list[str]:
+    """Every metric column an image row can hold, in a stable order (documentation, checks)."""
+    names: list[str] = []
+    for name in MODEL_OUTPUTS:
+        if name != "perceptual" or perceptual:
+            names.append(f"image__{name}__value__raw")
+    names += ["image__disc_gap__value__raw", "image__fid__value__raw"]
+    if orb:
+        names += [f"image__orb_{name}__value__raw" for name in KEYPOINT_METRICS]
+    for variant in VARIANTS if weighted else ("raw",):
+        if variant == "weighted":
+            names.append("image__mse__value__weighted")
+        for level, metric in [
+            ("image", "delta"),
+            ("pixel", "top_p"),
+            ("patch", "fid"),
+            ("patch", "side"),
+        ] + [("patch", name) for name in PATCH_DISTANCES]:
+            names += [f"{level}__{metric}__{agg}__{variant}" for agg in AGGREGATES]
+    return names
+
+
+def patches_frame(image_id: str, result: ImageResult) -> pd.DataFrame:
+    """The selected patches of one image as rows (image_id, variant, rank, top, left, size,
+    distance)."""
+    frames = []
+    for variant, patches in result.patches.items():
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": image_id,
+                    "variant": variant,
+                    "rank": np.arange(len(patches), dtype=np.int64),
+                    "top": patches[:, 0].astype(np.int64),
+                    "left": patches[:, 1].astype(np.int64),
+                    "size": patches[:, 2].astype(np.int64),
+                    "distance": result.patch_distances[variant],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,98 @@
+"""The metric table on synthetic boards: planted defects are found, degenerate inputs stay
+finite, columns follow the documented names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vqganodip_pipeline.data.synthetic import make_layout, render_unit
+from vqganodip_pipeline.features.backbones import DiscriminatorBackbone
+from vqganodip_pipeline.localize.candidates import hit_defects
+from vqganodip_pipeline.localize.patch_distance import image_features
+from vqganodip_pipeline.metrics.table import (
+    LocalizeConfig,
+    image_metrics,
+    metric_column_names,
+    patches_frame,
+)
+from vqganodip_pipeline.model.config import vqgan_preset
+from vqganodip_pipeline.model.vqgan import build_discriminator
+
+OUTPUTS = {
+    "mse": 0.01,
+    "quant_loss": 0.2,
+    "codes_used": 12.0,
+    "disc_logit_x": 0.3,
+    "disc_logit_xhat": -0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def backbone() -> DiscriminatorBackbone:
+    config, _ = vqgan_preset("tiny")
+    return DiscriminatorBackbone(build_discriminator(config, seed=0))
+
+
+@pytest.mark.parametrize("defect", ["missing", "solder_bridge", "foreign_particle"])
+def test_planted_defect_is_among_the_selected_patches(backbone, defect: str) -> None:
+    layout = make_layout(0)
+    x, truth = render_unit(layout, size=128, seed=5, defect=defect, defect_size="small")
+    # a perfect reconstruction of the normal unit: the defect is the only difference
+    x_hat, _ = render_unit(layout, size=128, seed=5)
+    config = LocalizeConfig(p=30, n=3, alpha=4, q=20)
+    result = image_metrics(
+        x, x_hat, image_features(backbone, x, x_hat), OUTPUTS, np.ones((128, 128)), config
+    )
+    for variant in ("raw", "weighted"):
+        n_defects, n_hit = hit_defects(result.patches[variant], truth)
+        assert n_defects >= 1 and n_hit == n_defects
+    assert result.metrics["patch__fid__max__raw"] > 0
+    assert result.metrics["pixel__top_p__max__raw"] > 0
+
+
+def test_identical_reconstruction_gives_finite_documented_values(backbone) -> None:
+    x, _ = render_unit(make_layout(0), size=64, seed=1)
+    config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
+    result = image_metrics(x, x, image_features(backbone, x, x), OUTPUTS, np.ones((64, 64)), config)
+    values = np.array(list(result.metrics.values()))
+    assert np.isfinite(values).all()
+    assert result.metrics["patch__ssim__min__raw"] == 1.0
+    assert result.metrics["patch__euclidean__max__weighted"] == 0.0
+    assert result.metrics["patch__fid__sum__raw"] == 0.0
+    assert result.metrics["image__delta__max__raw"] == 0.0
+
+
+def test_columns_match_the_documented_names(backbone) -> None:
+    layout = make_layout(0)
+    x, _ = render_unit(layout, size=64, seed=2, defect="scratch")
+    x_hat, _ = render_unit(layout, size=64, seed=2)
+    golden = x_hat
+    config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
+    features = image_features(backbone, x, x_hat)
+    weighted = image_metrics(x, x_hat, features, OUTPUTS, np.ones((64, 64)), config, golden=golden)
+    names = set(metric_column_names(perceptual=False))
+    assert set(weighted.metrics) - {"baseline__golden_mse__value__raw"} == names
+    raw_only = image_metrics(x, x_hat, features, OUTPUTS, None, config)
+    assert set(raw_only.metrics) == set(metric_column_names(weighted=False, perceptual=False))
+    frame = patches_frame("img", weighted)
+    assert set(frame["variant"]) == {"raw", "weighted"}
+    assert (frame.groupby("variant").size() <= 8).all()
+    # weights that zero the defect region drop it from the weighted selection
+    _, truth = render_unit(layout, size=64, seed=2, defect="scratch")
+    weights = np.where(truth, 0.0, 1.0)
+    masked = image_metrics(x, x_hat, features, OUTPUTS, weights, config)
+    assert masked.metrics["pixel__top_p__max__weighted"] == 0.0
+    assert masked.metrics["pixel__top_p__max__raw"] > 0.0
+
+
+def test_bad_configuration_is_a_clear_error(backbone) -> None:
+    with pytest.raises(ValueError, match="q must be >= 1"):
+        LocalizeConfig(q=0)
+    with pytest.raises(ValueError, match="estimator"):
+        LocalizeConfig(estimator="median")
+    x, _ = render_unit(make_layout(0), size=64, seed=1)
+    with pytest.raises(ValueError, match="weighting mask is"):
+        image_metrics(
+            x, x, image_features(backbone, x, x), OUTPUTS, np.ones((32, 32)), LocalizeConfig()
+        )
