@@ -1,0 +1,109 @@
+"""The paper's preprocessing of the metric table, as one scikit-learn transformer.
+
+Fitted on training rows only (it sits first in every pipeline, so cross-validation refits it on
+each training fold): drop constant columns, drop one column of every pair whose absolute Pearson
+correlation exceeds ``correlation_threshold`` (0.95 in the paper), min-max scale the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+
+
+class MetricPreprocessor(TransformerMixin, BaseEstimator):
+    """Constant-column removal, correlation filter and min-max scaling.
+
+    Parameters
+    ----------
+    correlation_threshold:
+        A column is dropped when its absolute Pearson correlation with an earlier *kept* column
+        is strictly greater than this value (paper: 0.95). Columns are visited in input order,
+        so of a correlated pair the earlier one is kept, and a column is only dropped for a
+        partner that stays (A~B and B~C but not A~C keeps A and C). ``None`` disables the filter.
+    drop_constant:
+        Drop columns whose training values are all equal.
+    scale:
+        Min-max scale kept columns to [0, 1] with the training minimum and maximum. Values of
+        unseen rows may fall outside [0, 1]; they are not clipped, so an extreme anomaly stays
+        extreme.
+
+    Attributes
+    ----------
+    support_ : bool array (n_features_in_,), the kept input columns.
+    constant_ : bool array (n_features_in_,), the columns dropped as constant.
+    correlated_with_ : int array (n_features_in_,), for a column dropped by the correlation
+        filter the index of the kept column it duplicates, else -1.
+    data_min_, data_range_ : float arrays (n_kept,), the scaling of the kept columns.
+    """
+
+    def __init__(
+        self,
+        correlation_threshold: float | None = 0.95,
+        drop_constant: bool = True,
+        scale: bool = True,
+    ) -> None:
+        self.correlation_threshold = correlation_threshold
+        self.drop_constant = drop_constant
+        self.scale = scale
+
+    def fit(self, X: object, y: object = None) -> MetricPreprocessor:
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, ensure_min_samples=2)
+        threshold = self.correlation_threshold
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"correlation_threshold must be in [0, 1], got {threshold}")
+        n_features = X.shape[1]
+        constant = (
+            (X.max(axis=0) == X.min(axis=0)) if self.drop_constant else np.zeros(n_features, bool)
+        )
+        correlated_with = np.full(n_features, -1, dtype=np.int64)
+        candidates = np.flatnonzero(~constant)
+        if threshold is not None and len(candidates) > 1:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.abs(np.corrcoef(X[:, candidates], rowvar=False))
+            kept_local: list[int] = []
+            for j in range(len(candidates)):
+                if kept_local:
+                    # NaN (a constant column kept on purpose) compares False: never "correlated".
+                    above = corr[j, kept_local] > threshold
+                    if above.any():
+                        correlated_with[candidates[j]] = candidates[
+                            kept_local[int(np.argmax(above))]
+                        ]
+                        continue
+                kept_local.append(j)
+        support = ~constant & (correlated_with < 0)
+        if not support.any():
+            raise ValueError(
+                f"MetricPreprocessor: all {n_features} metric columns are constant on the "
+                f"{X.shape[0]} training rows; nothing to learn from"
+            )
+        kept = X[:, support]
+        self.constant_ = constant
+        self.correlated_with_ = correlated_with
+        self.support_ = support
+        self.data_min_ = kept.min(axis=0)
+        data_range = kept.max(axis=0) - self.data_min_
+        # A constant column kept on purpose (drop_constant=False) maps to 0, as in MinMaxScaler.
+        self.data_range_ = np.where(data_range > 0, data_range, 1.0)
+        return self
+
+    def transform(self, X: object) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
+        kept = X[:, self.support_]
+        if not self.scale:
+            return kept
+        return (kept - self.data_min_) / self.data_range_
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        names = _check_feature_names_in(self, input_features)
+        return np.asarray(names, dtype=object)[self.support_]
+
+    def dropped_correlated(self, input_features: object = None) -> dict[str, str]:
+        """``{dropped column: kept column it correlates with}`` for the correlation filter."""
+        check_is_fitted(self, "support_")
+        names = _check_feature_names_in(self, input_features)
+        return {str(names[j]): str(names[k]) for j, k in enumerate(self.correlated_with_) if k >= 0}

@@ -1,0 +1,197 @@
+"""Randomized hyper-parameter search and out-of-fold scores for one candidate classifier."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
+from sklearn.model_selection import RandomizedSearchCV, cross_val_predict
+
+from vqganodip_pipeline.scoring.classifiers import (
+    CLASSIFIER_STEP,
+    ClassifierSpec,
+    SmoteSettings,
+    build_pipeline,
+)
+from vqganodip_pipeline.scoring.splits import Split
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings shared by every protocol.
+
+    n_iter: randomized-search candidates per classifier (paper: 500).
+    n_splits: stratified (group) folds of the search CV (paper: 5); also the inner folds of the
+        honest protocol and the calibration folds of the shipped model.
+    scoring: scikit-learn scorer the search maximises (paper: "accuracy").
+    seed: seeds the folds, the candidate sampling, SMOTE and every classifier.
+    n_jobs: parallel workers over search candidates x folds (None/1: in-process, -1: all cores).
+    smote_below: SMOTE is used when minority/majority < smote_below.
+    smote_ratio: SMOTE oversamples the minority class up to smote_ratio x the majority.
+    smote_k_neighbors: SMOTE's k (lowered automatically for tiny folds).
+    correlation_threshold: the preprocessing correlation filter (paper: 0.95).
+    """
+
+    n_iter: int = 500
+    n_splits: int = 5
+    scoring: str = "accuracy"
+    seed: int = 0
+    n_jobs: int | None = 1
+    smote_below: float = 0.8
+    smote_ratio: float = 1.0
+    smote_k_neighbors: int = 5
+    correlation_threshold: float | None = 0.95
+
+    def __post_init__(self) -> None:
+        if self.n_iter < 1:
+            raise ValueError(f"SearchConfig.n_iter must be >= 1, got {self.n_iter}")
+        if self.n_splits < 2:
+            raise ValueError(f"SearchConfig.n_splits must be >= 2, got {self.n_splits}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Reported after each classifier: which one, how far, its best CV score, elapsed seconds."""
+
+    stage: str
+    classifier: str
+    done: int
+    total: int
+    best_score: float
+    elapsed_s: float
+
+
+ProgressCallback = Callable[[SearchProgress], None]
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`search_classifier`.
+
+    best_params: classifier parameters (without the pipeline prefix) of the best candidate.
+    best_score: its mean CV score. n_failed: candidates whose fit raised on some fold (NaN
+    score, never chosen). cv_results: one row per candidate (params, mean/std score).
+    """
+
+    classifier: str
+    best_params: dict[str, Any]
+    best_score: float
+    n_candidates: int
+    n_failed: int
+    elapsed_s: float
+    cv_results: pd.DataFrame
+
+
+@contextmanager
+def quiet_fitting() -> Iterator[None]:
+    """Silence warnings that candidates of a random search trigger by design (collinear metrics
+    in LDA/QDA, iteration limits of a badly regularised candidate); scikit-learn forwards these
+    filters to its joblib workers. Failed fits still surface as NaN scores."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Variables are collinear")
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        warnings.filterwarnings("ignore", category=FitFailedWarning)
+        warnings.filterwarnings("ignore", message="One or more of the test scores are non-finite")
+        yield
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def search_classifier(
+    spec: ClassifierSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[Split],
+    config: SearchConfig,
+    smote: SmoteSettings | None,
+) -> SearchResult:
+    """Randomized search of ``spec``'s space over the pipeline on ``(X, y)`` with ``splits``.
+
+    ``splits`` index rows of ``X``; the pipeline (preprocessing, SMOTE, classifier) is refitted
+    on each training part, so test parts only ever see a model fitted without them and SMOTE
+    samples never reach a test part.
+    """
+    n_train = min(len(train) for train, _ in splits)
+    space = {f"{CLASSIFIER_STEP}__{name}": dist for name, dist in spec.space(n_train).items()}
+    pipeline = build_pipeline(spec, config.seed, smote, config.correlation_threshold)
+    search = RandomizedSearchCV(
+        pipeline,
+        space,
+        n_iter=config.n_iter,
+        scoring=config.scoring,
+        cv=list(splits),
+        n_jobs=config.n_jobs,
+        random_state=config.seed,
+        refit=False,
+        error_score=np.nan,
+    )
+    start = time.perf_counter()
+    with quiet_fitting():
+        search.fit(X, y)
+    elapsed = time.perf_counter() - start
+    scores = np.asarray(search.cv_results_["mean_test_score"], dtype=np.float64)
+    if not np.isfinite(scores).any():
+        raise RuntimeError(
+            f"every {spec.name} search candidate failed to fit on {len(y)} rows; run one "
+            f"fit directly to see the error"
+        )
+    prefix = f"{CLASSIFIER_STEP}__"
+    best = int(np.nanargmax(scores))  # first best candidate: deterministic tie-break
+    best_params = {
+        name[len(prefix) :]: _to_python(value)
+        for name, value in search.cv_results_["params"][best].items()
+    }
+    cv_results = pd.DataFrame(
+        {
+            "params": [
+                {k[len(prefix) :]: _to_python(v) for k, v in params.items()}
+                for params in search.cv_results_["params"]
+            ],
+            "mean_test_score": scores,
+            "std_test_score": np.asarray(search.cv_results_["std_test_score"], dtype=np.float64),
+        }
+    )
+    return SearchResult(
+        classifier=spec.code,
+        best_params=best_params,
+        best_score=float(scores[best]),
+        n_candidates=len(scores),
+        n_failed=int(np.sum(~np.isfinite(scores))),
+        elapsed_s=elapsed,
+        cv_results=cv_results,
+    )
+
+
+def out_of_fold_scores(
+    spec: ClassifierSpec,
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[Split],
+    config: SearchConfig,
+    smote: SmoteSettings | None,
+) -> np.ndarray:
+    """Predicted abnormal probability of every row by the pipeline fitted without its test part.
+
+    ``splits`` must be a partition (each row in exactly one test part): k-fold or leave-one-out.
+    """
+    pipeline = build_pipeline(spec, config.seed, smote, config.correlation_threshold, params)
+    with quiet_fitting():
+        proba = cross_val_predict(
+            pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"
+        )
+    return np.asarray(proba[:, 1], dtype=np.float64)

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vqganodip_pipeline.scoring.honest import COMPOSITE, run_honest_protocol
+from vqganodip_pipeline.scoring.search import SearchConfig
+from vqganodip_pipeline.scoring.table import metric_columns
+from vqganodip_pipeline_tests.scoring.tables import make_metric_table
+
+CONFIG = SearchConfig(n_iter=2, n_splits=3, n_jobs=1, seed=0)
+CLASSIFIERS = ["lr", "nb", "knn"]
+
+
+def _table(**kwargs: object) -> pd.DataFrame:
+    table = make_metric_table(n_normal=24, n_abnormal=18, n_noise=6, **kwargs)
+    rng = np.random.default_rng(7)
+    table["baseline__golden_sample__mse"] = table["image__mse__value__raw"] + rng.normal(
+        size=len(table)
+    )
+    return table
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_honest_protocol(_table(), classifiers=CLASSIFIERS, config=CONFIG, n_outer=3)
+
+
+def test_outer_test_rows_are_never_given_to_a_fit(result) -> None:
+    n = len(result.y)
+    tests = np.concatenate([fold.test_rows for fold in result.folds])
+    np.testing.assert_array_equal(np.sort(tests), np.arange(n))
+    for fold in result.folds:
+        test = set(fold.test_rows.tolist())
+        assert test.isdisjoint(fold.train_rows.tolist())
+        assert set(fold.test_image_ids) == set(result.image_ids[fold.test_rows])
+        for inner_train, inner_test in fold.inner_splits:
+            assert test.isdisjoint(inner_train.tolist()) and test.isdisjoint(inner_test.tolist())
+        records = [r for r in result.fit_log if r.outer_fold == fold.fold]
+        stages = {r.stage for r in records}
+        assert {"inner_search", "inner_calibration", "refit", "baseline_fit"} <= stages
+        for record in records:
+            if record.stage == "test_scoring":
+                np.testing.assert_array_equal(record.rows, fold.test_rows)
+            else:
+                assert test.isdisjoint(record.rows.tolist()), record
+
+
+def test_outer_test_values_do_not_influence_choice_search_or_threshold(result) -> None:
+    # Replace the metric values of outer fold 0's test part by noise: everything learnt in fold 0
+    # must stay identical, only its test scores may change.
+    table = _table()
+    test = result.folds[0].test_rows
+    columns = [*metric_columns(table), "baseline__golden_sample__mse"]
+    rng = np.random.default_rng(99)
+    table.loc[test, columns] = rng.normal(5.0, 3.0, size=(len(test), len(columns)))
+    perturbed = run_honest_protocol(table, classifiers=CLASSIFIERS, config=CONFIG, n_outer=3)
+    np.testing.assert_array_equal(perturbed.folds[0].test_rows, test)
+    learnt = ["method", "selected", "params", "threshold_zfn", "threshold_std", "inner_cv_accuracy"]
+    before = result.fold_details.query("fold == 0")[learnt].reset_index(drop=True)
+    after = perturbed.fold_details.query("fold == 0")[learnt].reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    scores_before = result.predictions.query("fold == 0")["score"].to_numpy()
+    scores_after = perturbed.predictions.query("fold == 0")["score"].to_numpy()
+    assert not np.allclose(scores_before, scores_after)
+
+
+def test_leaderboard_pools_outer_test_parts(result) -> None:
+    board = result.leaderboard.set_index("classifier")
+    expected_methods = {*CLASSIFIERS, COMPOSITE, "raw_mse", "best_single_metric", "golden_sample"}
+    assert set(board.index) == expected_methods
+    n_abnormal, n = int(result.y.sum()), len(result.y)
+    for method, row in board.iterrows():
+        assert row["tp_zfn"] + row["fn_zfn"] == n_abnormal
+        assert row["tp_zfn"] + row["fp_zfn"] + row["tn_zfn"] + row["fn_zfn"] == n
+        part = result.predictions[result.predictions["method"] == method]
+        decided = part["score"] >= part["threshold_zfn"]
+        assert row["missed_zfn"] == int(((part["y"] == 1) & ~decided).sum())
+        assert row["fnr_zfn"] == pytest.approx(row["missed_zfn"] / n_abnormal)
+    # The composite row is, fold by fold, the classifier chosen on the training part.
+    details = result.fold_details
+    for fold in result.folds:
+        chosen = details[(details["fold"] == fold.fold) & (details["method"] == COMPOSITE)]
+        assert chosen["selected"].item() == fold.selected
+    assert result.extra["selected_per_fold"] == [fold.selected for fold in result.folds]
+
+
+def test_thresholds_come_from_the_training_part(result) -> None:
+    details = result.fold_details
+    table = _table()
+    for fold in result.folds:
+        mse = details[(details["fold"] == fold.fold) & (details["method"] == "raw_mse")]
+        train = table.iloc[fold.train_rows]
+        expected = train.loc[train["label"] == "abnormal", "image__mse__value__raw"].min()
+        assert mse["threshold_zfn"].item() == expected
+        assert (
+            details.query(f"fold == {fold.fold}")["n_abnormal_calibration"]
+            == result.y[fold.train_rows].sum()
+        ).all()
+
+
+def test_margin_lowers_every_classifier_threshold() -> None:
+    table = _table()
+    plain = run_honest_protocol(table, classifiers=["nb"], config=CONFIG, n_outer=3)
+    wide = run_honest_protocol(table, classifiers=["nb"], config=CONFIG, n_outer=3, margin=0.05)
+    a = plain.fold_details.query("method == 'nb'")["threshold_zfn"].to_numpy()
+    b = wide.fold_details.query("method == 'nb'")["threshold_zfn"].to_numpy()
+    np.testing.assert_allclose(b, a - 0.05)
+    assert (
+        wide.leaderboard.set_index("classifier").loc["nb", "missed_zfn"]
+        <= (plain.leaderboard.set_index("classifier").loc["nb", "missed_zfn"])
+    )
+
+
+def test_groups_stay_together_and_missing_baselines_are_noted() -> None:
+    table = _table(pair_groups=True).drop(columns="baseline__golden_sample__mse")
+    result = run_honest_protocol(table, classifiers=["nb"], config=CONFIG, n_outer=3)
+    groups = table["group_id"].to_numpy()
+    for fold in result.folds:
+        assert set(groups[fold.train_rows]).isdisjoint(groups[fold.test_rows])
+        for inner_train, inner_test in fold.inner_splits:
+            assert set(groups[inner_train]).isdisjoint(groups[inner_test])
+    assert any("golden_sample" in note and "not in the table" in note for note in result.notes)
+    assert "golden_sample" not in set(result.leaderboard["classifier"])
+
+
+def test_too_few_abnormal_images_for_nested_folds() -> None:
+    table = make_metric_table(n_normal=20, n_abnormal=6, n_noise=2)
+    with pytest.raises(
+        ValueError, match=r"outer fold \d+: 4 abnormal and \d+ normal images cannot fill 5"
+    ):
+        run_honest_protocol(
+            table, classifiers=["nb"], config=SearchConfig(n_iter=1, n_splits=5), n_outer=3
+        )

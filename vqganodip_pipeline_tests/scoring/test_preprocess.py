@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr
+
+from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
+
+
+def _constructed(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    c = rng.normal(size=n)
+    b_strong = 0.999 * a + 0.045 * rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "m__a__sum__raw": a,
+            "m__const__sum__raw": np.full(n, 7.0),
+            "m__neg__sum__raw": -3.0 * a + 2.0,  # |r| = 1 with a: dropped for a
+            "m__strong__sum__raw": b_strong,  # r ~ 0.999 with a: dropped for a
+            "m__mid__sum__raw": 0.9 * a + np.sqrt(1 - 0.81) * c,  # r ~ 0.9 with a: kept
+            "m__c__sum__raw": c,
+            "m__noise__sum__raw": rng.normal(size=n),
+            "m__const2__sum__raw": np.zeros(n),
+        }
+    )
+
+
+def test_constant_and_correlated_columns_removed_keeping_the_earlier_column() -> None:
+    frame = _constructed()
+    corr = frame.drop(columns=["m__const__sum__raw", "m__const2__sum__raw"]).corr().abs()
+    assert corr.loc["m__strong__sum__raw", "m__a__sum__raw"] > 0.95
+    assert corr.loc["m__mid__sum__raw", "m__a__sum__raw"] < 0.95
+    assert corr.loc["m__mid__sum__raw", "m__c__sum__raw"] < 0.95
+    pre = MetricPreprocessor().fit(frame)
+    assert list(pre.get_feature_names_out()) == [
+        "m__a__sum__raw",
+        "m__mid__sum__raw",
+        "m__c__sum__raw",
+        "m__noise__sum__raw",
+    ]
+    assert pre.dropped_correlated() == {
+        "m__neg__sum__raw": "m__a__sum__raw",
+        "m__strong__sum__raw": "m__a__sum__raw",
+    }
+    np.testing.assert_array_equal(
+        pre.constant_, [False, True, False, False, False, False, False, True]
+    )
+    # Kept columns are pairwise below the threshold.
+    kept = frame[list(pre.get_feature_names_out())].to_numpy()
+    for i in range(kept.shape[1]):
+        for j in range(i + 1, kept.shape[1]):
+            assert abs(pearsonr(kept[:, i], kept[:, j]).statistic) <= 0.95
+
+
+def test_correlation_chain_keeps_a_column_whose_partner_was_dropped() -> None:
+    rng = np.random.default_rng(3)
+    a, e = rng.normal(size=2000), rng.normal(size=2000)
+    frame = pd.DataFrame({"x__a": a, "x__b": a + 0.25 * e, "x__c": a + 0.5 * e})
+    corr = frame.corr().abs()
+    assert corr.loc["x__a", "x__b"] > 0.95 and corr.loc["x__b", "x__c"] > 0.95
+    assert corr.loc["x__a", "x__c"] < 0.95
+    # b goes for a; c only duplicates the dropped b, so it stays.
+    pre = MetricPreprocessor().fit(frame)
+    assert list(pre.get_feature_names_out()) == ["x__a", "x__c"]
+    assert pre.dropped_correlated() == {"x__b": "x__a"}
+    no_filter = MetricPreprocessor(correlation_threshold=None).fit(frame)
+    assert list(no_filter.get_feature_names_out()) == ["x__a", "x__b", "x__c"]
+
+
+def test_scaling_uses_training_min_max_only() -> None:
+    frame = _constructed()
+    train, test = frame.iloc[:25], frame.iloc[25:]
+    pre = MetricPreprocessor().fit(train)
+    kept = list(pre.get_feature_names_out())
+    np.testing.assert_allclose(pre.data_min_, train[kept].min().to_numpy())
+    np.testing.assert_allclose(pre.data_range_, (train[kept].max() - train[kept].min()).to_numpy())
+    train_t = pre.transform(train)
+    assert train_t.min(axis=0) == pytest.approx(0.0) and train_t.max(axis=0) == pytest.approx(1.0)
+    expected = (test[kept] - train[kept].min()) / (train[kept].max() - train[kept].min())
+    np.testing.assert_allclose(pre.transform(test), expected.to_numpy())
+    # Stats from the training rows differ from those of the full table.
+    full = MetricPreprocessor().fit(frame)
+    assert not np.allclose(full.data_min_, pre.data_min_)
+
+
+def test_arrays_get_generic_names_and_bad_input_is_rejected() -> None:
+    X = np.column_stack([np.arange(5.0), np.ones(5), np.arange(5.0) ** 2, [0, 3, 1, 4, 2]])
+    assert np.corrcoef(X[:, 0], X[:, 2])[0, 1] == pytest.approx(0.9589, abs=1e-4)
+    pre = MetricPreprocessor().fit(X)
+    assert list(pre.get_feature_names_out()) == ["x0", "x3"]
+    assert list(pre.get_feature_names_out(["a", "b", "c", "d"])) == ["a", "d"]
+    with pytest.raises(ValueError, match="all 2 metric columns are constant"):
+        MetricPreprocessor().fit(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="correlation_threshold"):
+        MetricPreprocessor(correlation_threshold=1.5).fit(X)
+    with pytest.raises(ValueError):
+        MetricPreprocessor().fit(np.array([[np.nan, 1.0], [2.0, 3.0]]))

@@ -1,0 +1,127 @@
+"""SMOTE stays inside the training part of every split: a probe classifier records every array
+it is fitted on and scored on (n_jobs=1 keeps the calls in this process)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from scipy.stats import uniform
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from vqganodip_pipeline.scoring.classifiers import (
+    ClassifierSpec,
+    MinorityToRatio,
+    classifier_registry,
+    plan_smote,
+)
+from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
+from vqganodip_pipeline.scoring.search import (
+    SearchConfig,
+    out_of_fold_scores,
+    search_classifier,
+)
+from vqganodip_pipeline.scoring.splits import leave_one_out, stratified_folds
+from vqganodip_pipeline.scoring.table import training_table
+from vqganodip_pipeline_tests.scoring.tables import make_metric_table
+
+
+class ProbeClassifier(ClassifierMixin, BaseEstimator):
+    calls: ClassVar[list[tuple[str, np.ndarray, np.ndarray | None]]] = []
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ProbeClassifier:
+        ProbeClassifier.calls.append(("fit", np.array(X), np.array(y)))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        ProbeClassifier.calls.append(("score", np.array(X), None))
+        p = 1.0 / (1.0 + np.exp(-(X[:, 0] - self.alpha)))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+PROBE = ClassifierSpec(
+    "probe", "PROBE", lambda seed: ProbeClassifier(), lambda n: {"alpha": uniform()}
+)
+
+
+def _preprocessed_splits(X: np.ndarray, splits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) of every split, preprocessed as the pipeline does it."""
+    result = []
+    for train, test in splits:
+        pre = MetricPreprocessor().fit(X[train])
+        result.append((pre.transform(X[train]), pre.transform(X[test])))
+    return result
+
+
+def _matches(candidate: np.ndarray, rows: np.ndarray) -> bool:
+    return candidate.shape == rows.shape and np.allclose(candidate, rows)
+
+
+@pytest.mark.parametrize("use_loo", [False, True])
+def test_smote_rows_are_fitted_on_but_never_scored(use_loo: bool) -> None:
+    table = training_table(make_metric_table(n_normal=30, n_abnormal=12, n_noise=5))
+    X, y = table.X, table.y
+    splits = leave_one_out(y, None) if use_loo else stratified_folds(y, None, 3, seed=0)
+    smote = plan_smote(y, [train for train, _ in splits], below=0.8)
+    assert smote is not None  # 12 / 30 < 0.8
+    config = SearchConfig(n_iter=2, n_splits=3, n_jobs=1)
+    ProbeClassifier.calls.clear()
+    if not use_loo:
+        search_classifier(PROBE, X, y, splits, config, smote)
+    out_of_fold_scores(PROBE, {"alpha": 0.3}, X, y, splits, config, smote)
+    expected = _preprocessed_splits(X, splits)
+    fits = [call for call in ProbeClassifier.calls if call[0] == "fit"]
+    scored = [call for call in ProbeClassifier.calls if call[0] == "score"]
+    assert len(fits) == len(scored) == len(splits) * (1 if use_loo else 3)
+    for _, X_fit, y_fit in fits:
+        # Original training rows first, then SMOTE's synthetic rows.
+        n_original = next(len(rows) for rows, _ in expected if _matches(X_fit[: len(rows)], rows))
+        synthetic = y_fit[n_original:]
+        assert len(synthetic) > 0 and np.all(synthetic == 1)
+        assert np.sum(y_fit == 1) == np.sum(y_fit == 0)  # balanced to ratio 1
+    for _, X_score, _ in scored:
+        # Exactly the original rows of one test part: no synthetic row is ever scored.
+        assert any(_matches(X_score, test_rows) for _, test_rows in expected)
+
+
+def test_plan_smote_only_when_imbalanced_and_k_fits_small_folds() -> None:
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    assert plan_smote(y, [np.arange(40)], below=0.8) is None
+    y = np.r_[np.zeros(40, int), np.ones(8, int)]
+    folds = stratified_folds(y, None, 4, seed=0)
+    settings = plan_smote(y, [train for train, _ in folds], below=0.8, k_neighbors=5)
+    assert settings is not None and settings.k_neighbors == 5
+    y = np.r_[np.zeros(40, int), np.ones(4, int)]
+    folds = stratified_folds(y, None, 4, seed=0)
+    settings = plan_smote(y, [train for train, _ in folds], below=0.8, k_neighbors=5)
+    assert settings is not None and settings.k_neighbors == 2  # 3 abnormal per training part
+    with pytest.raises(ValueError, match="at least 2 minority"):
+        plan_smote(np.r_[np.zeros(10, int), np.ones(2, int)], [np.arange(11)], below=0.8)
+
+
+def test_minority_to_ratio_targets() -> None:
+    y = np.r_[np.zeros(10, int), np.ones(4, int)]
+    assert MinorityToRatio(1.0)(y) == {1: 10}
+    assert MinorityToRatio(0.5)(y) == {1: 5}
+    assert MinorityToRatio(0.2)(y) == {1: 4}  # already above: nothing to add
+
+
+def test_search_is_deterministic_and_reports_classifier_params() -> None:
+    table = training_table(make_metric_table(n_noise=5))
+    splits = stratified_folds(table.y, None, 3, seed=0)
+    config = SearchConfig(n_iter=3, n_splits=3, n_jobs=1)
+    spec = classifier_registry(max_estimators=5)["rf"]
+    first = search_classifier(spec, table.X, table.y, splits, config, None)
+    second = search_classifier(spec, table.X, table.y, splits, config, None)
+    assert first.best_params == second.best_params and first.best_score == second.best_score
+    assert set(first.best_params) == set(spec.space(10))
+    assert first.n_candidates == 3 and len(first.cv_results) == 3
+    assert first.best_score == first.cv_results["mean_test_score"].max()
