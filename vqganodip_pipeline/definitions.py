@@ -5,17 +5,21 @@ Settings come from the environment so that one code location serves a laptop and
 - ``VQGANODIP_STORAGE``: asset storage base, a folder (default ``storage``) or ``s3://bucket/prefix``;
 - ``VQGANODIP_INBOX``: where batch folders arrive (default ``inbox``);
 - ``VQGANODIP_S3_ENDPOINT``: endpoint URL for S3-compatible stores (MinIO, moto);
-  credentials are the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
+  credentials are the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``;
+- ``VQGANODIP_PRESET`` (tiny / demo / paper, default demo), ``VQGANODIP_DEVICE`` (auto),
+  ``VQGANODIP_WEIGHTS`` (optional local ImageNet MobileNetV2 weights file),
+  ``VQGANODIP_WORK`` (training checkpoints for resuming, default ``.vqganodip_work``).
 """
 
 import os
 
 import dagster as dg
 
-from vqganodip_pipeline.defs import ingestion
-from vqganodip_pipeline.defs.jobs import process_batch_job, train_model_job
+from vqganodip_pipeline.defs import ingestion, metric_assets, model_assets, scoring_assets
+from vqganodip_pipeline.defs.jobs import ingest_batch_job, process_batch_job, train_model_job
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor, weekly_retraining
+from vqganodip_pipeline.defs.settings import settings_from_env
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
 
 
@@ -23,6 +27,7 @@ def build_definitions(
     storage_base: str | None = None,
     inbox_root: str | None = None,
     s3_endpoint: str | None = None,
+    preset: str | None = None,
 ) -> dg.Definitions:
     """Assemble assets, checks, jobs, sensors and resources for the given locations."""
     endpoint = s3_endpoint or os.environ.get("VQGANODIP_S3_ENDPOINT") or None
@@ -34,12 +39,31 @@ def build_definitions(
         root=inbox_root or os.environ.get("VQGANODIP_INBOX", "inbox"), endpoint_url=endpoint
     )
     return dg.Definitions(
-        assets=[ingestion.batch_images, ingestion.dataset_split],
-        asset_checks=[ingestion.batch_has_images],
-        jobs=[process_batch_job, train_model_job],
+        assets=[
+            ingestion.batch_images,
+            ingestion.dataset_split,
+            model_assets.vqgan_checkpoint,
+            model_assets.weighting_mask,
+            metric_assets.training_metrics,
+            scoring_assets.composite_score_model,
+            metric_assets.batch_reconstructions,
+            metric_assets.batch_metrics,
+            scoring_assets.batch_scores,
+        ],
+        asset_checks=[
+            ingestion.batch_has_images,
+            model_assets.vqgan_checkpoint_quality,
+            metric_assets.batch_metrics_complete,
+            scoring_assets.zfn_holds_on_holdout,
+        ],
+        jobs=[ingest_batch_job, process_batch_job, train_model_job],
         sensors=[batch_inbox_sensor],
         schedules=[weekly_retraining],
-        resources={**io_managers(location), "inbox": inbox},
+        resources={
+            **io_managers(location),
+            "inbox": inbox,
+            "settings": settings_from_env(preset),
+        },
     )
 
 

@@ -4,12 +4,19 @@ import dagster as dg
 
 from vqganodip_pipeline.defs.partitions import batch_partitions
 
-# Everything partitioned by batch: ingestion and, once a model exists, scoring.
+ingest_batch_job = dg.define_asset_job(
+    "ingest_batch",
+    selection=dg.AssetSelection.assets("batch_images", "batch_quarantine"),
+    partitions_def=batch_partitions,
+    description="Read one batch: manifest and quarantine (e.g. a labelled batch for training).",
+)
+
+# Everything partitioned by batch: ingestion, reconstruction, metrics and scores.
 process_batch_job = dg.define_asset_job(
     "process_batch",
     selection=dg.AssetSelection.groups("production"),
     partitions_def=batch_partitions,
-    description="Ingest (and score) one production batch.",
+    description="Ingest and score one production batch with the current model.",
 )
 
 train_model_job = dg.define_asset_job(

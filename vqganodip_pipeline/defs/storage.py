@@ -105,7 +105,9 @@ class VersionedIOManager(UPathIOManager):
     def current_file(self, path: UPath) -> UPath:
         pointer = path / POINTER
         if not pointer.exists():
-            raise FileNotFoundError(f"{path}: nothing stored yet (no {POINTER} pointer)")
+            raise FileNotFoundError(
+                f"{path}: nothing stored yet (no {POINTER} pointer); materialize that asset first"
+            )
         return path / pointer.read_text().strip()
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:

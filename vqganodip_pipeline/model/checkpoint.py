@@ -132,6 +132,23 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     ]
 
 
+def read_checkpoint_payload(path: str | Path, inference_only: bool = False) -> dict[str, Any]:
+    """The raw checkpoint dict of ``path`` (weights-only load). ``inference_only`` drops the
+    optimizer and trainer states, which only resuming needs (the file keeps them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VQGAN checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable VQGAN checkpoint: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a VQGAN checkpoint of format {FORMAT_VERSION}")
+    if inference_only:
+        payload = {**payload, "optimizers": None, "trainer_state": None}
+    return payload
+
+
 def load_checkpoint(
     path: str | Path,
     expected_config: VQGANConfig | None = None,
@@ -142,20 +159,25 @@ def load_checkpoint(
     With ``expected_config``, a checkpoint whose architecture differs raises ``ValueError``
     naming each differing field (checkpoint value != expected value).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VQGAN checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable VQGAN checkpoint: {error}") from error
+    payload = read_checkpoint_payload(path)
+    return checkpoint_from_payload(payload, expected_config, map_location, source=str(path))
+
+
+def checkpoint_from_payload(
+    payload: dict[str, Any],
+    expected_config: VQGANConfig | None = None,
+    map_location: str | torch.device = "cpu",
+    source: str = "checkpoint",
+) -> VQGANCheckpoint:
+    """Build the modules of a checkpoint dict (as stored by the Dagster checkpoint IO manager
+    or read by :func:`read_checkpoint_payload`); ``source`` names it in error messages."""
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a VQGAN checkpoint of format {FORMAT_VERSION}")
+        raise ValueError(f"{source} is not a VQGAN checkpoint of format {FORMAT_VERSION}")
     config = VQGANConfig.from_dict(payload["config"])
     if expected_config is not None and expected_config != config:
         diffs = config_differences(config.to_dict(), expected_config.to_dict())
         raise ValueError(
-            f"checkpoint {path} was trained with a different VQGANConfig "
+            f"checkpoint {source} was trained with a different VQGANConfig "
             f"(checkpoint != expected): {'; '.join(diffs)}"
         )
     # Building modules runs their random init; fork so loading leaves the global RNG alone.
@@ -171,7 +193,7 @@ def load_checkpoint(
         discriminator.to(map_location).eval()
     train_config = payload.get("train_config")
     return VQGANCheckpoint(
-        path=path,
+        path=Path(source),
         model=model,
         discriminator=discriminator,
         config=config,

@@ -1,0 +1,293 @@
+"""Metric tables: ``training_metrics`` for the classifier set and holdout, and per batch the
+reconstructions, the selected patches and the metric table."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from vqganodip_pipeline.data.loading import iter_image_batches, load_images, load_mask
+from vqganodip_pipeline.defs.metadata import frame_markdown, image_markdown, table_metadata
+from vqganodip_pipeline.defs.model_assets import role_rows
+from vqganodip_pipeline.defs.partitions import batch_partitions
+from vqganodip_pipeline.defs.resources import BatchInbox
+from vqganodip_pipeline.defs.settings import PipelineSettings
+from vqganodip_pipeline.features import backbones
+from vqganodip_pipeline.hashing import hash_frame
+from vqganodip_pipeline.localize import candidates, patch_distance
+from vqganodip_pipeline.metrics import distances
+from vqganodip_pipeline.metrics import table as table_module
+from vqganodip_pipeline.model import reconstruct as reconstruct_module
+from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload
+from vqganodip_pipeline.model.reconstruct import reconstruct
+from vqganodip_pipeline.pipeline import (
+    BackboneChoice,
+    assemble_table,
+    build_backbone,
+    compute_metric_table,
+    localization_hit_rate,
+    metric_rows,
+    reconstruction_frame,
+)
+from vqganodip_pipeline.scoring.baselines import single_metric_auroc
+from vqganodip_pipeline.versioning import code_version
+from vqganodip_pipeline.viz import draw_boxes
+
+METRICS_VERSION = code_version(table_module, candidates, patch_distance, distances, backbones)
+RECONSTRUCTION_VERSION = code_version(reconstruct_module)
+
+
+def model_bundle(payload: dict, settings: PipelineSettings):
+    """(checkpoint, backbone choice) for a stored VQGAN checkpoint."""
+    checkpoint = checkpoint_from_payload(payload)
+    choice: BackboneChoice = build_backbone(
+        settings.backbone, weights_path=settings.weights(), discriminator=checkpoint.discriminator
+    )
+    return checkpoint, choice
+
+
+def mask_weights(mask: dict[str, np.ndarray]) -> np.ndarray | None:
+    weights = mask["weights"]
+    return weights if weights.size else None
+
+
+def ground_truth_masks(rows: pd.DataFrame, size: int, inbox: BatchInbox) -> dict[str, np.ndarray]:
+    masks = {}
+    for row in rows[rows["label"] == "abnormal"].to_dict("records"):
+        mask = load_mask(row, size, inbox.storage_options())
+        if mask is not None:
+            masks[str(row["image_id"])] = mask
+    return masks
+
+
+def patches_figure(image: np.ndarray, patches: pd.DataFrame, limit: int = 25) -> np.ndarray:
+    """The image with its best ``limit`` selected patches drawn (raw variant)."""
+    best = patches[patches["variant"] == "raw"].nsmallest(limit, "rank")
+    boxes = list(best[["top", "left", "size", "size"]].itertuples(index=False, name=None))
+    return draw_boxes(image, boxes)
+
+
+def table_summary(metrics: pd.DataFrame) -> dict:
+    metric_cols = [c for c in metrics.columns if "__" in c]
+    return {
+        "metric_columns": len(metric_cols),
+        "images": len(metrics),
+    }
+
+
+@dg.asset(
+    io_manager_key="parquet_io_manager",
+    code_version=METRICS_VERSION,
+    group_name="model",
+)
+def training_metrics(
+    context: dg.AssetExecutionContext,
+    dataset_split: pd.DataFrame,
+    vqgan_checkpoint: dict,
+    weighting_mask: dict,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+) -> dg.Output[pd.DataFrame]:
+    """The metric table of the ``classifier_set`` and ``holdout`` images (one row per image)."""
+    preset = settings.get_preset()
+    rows = role_rows(dataset_split, "classifier_set", "holdout")
+    checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
+    context.log.info(f"perceptual backbone: {choice.note}")
+    masks = ground_truth_masks(rows, preset.image_size, inbox)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            context.log.info(f"metrics: {done}/{total} images")
+
+    result = compute_metric_table(
+        checkpoint.model,
+        checkpoint.discriminator,
+        choice.backbone,
+        rows,
+        (
+            images
+            for _, images in iter_image_batches(
+                rows, preset.batch_size, preset.image_size, inbox.storage_options()
+            )
+        ),
+        weights=mask_weights(weighting_mask),
+        config=settings.localize_config(),
+        golden=weighting_mask.get("golden"),
+        masks=masks,
+        batch_size=preset.batch_size,
+        progress=progress,
+    )
+    metrics = result.metrics
+    metadata = {
+        **table_metadata(metrics),
+        **table_summary(metrics),
+        "backbone": choice.note,
+        "seconds_per_image": {k: v / max(len(rows), 1) for k, v in result.seconds.items()},
+    }
+    metadata["seconds_per_image"] = dg.MetadataValue.json(metadata["seconds_per_image"])
+    hit_rate = localization_hit_rate(metrics)
+    if hit_rate is not None:
+        metadata["localization_hit_rate"] = hit_rate
+    labelled = metrics[metrics["label"].isin(["normal", "abnormal"])]
+    if labelled["label"].nunique() == 2:
+        aurocs = single_metric_auroc(labelled).sort_values(ascending=False)
+        metadata["metric_auroc_top20"] = dg.MetadataValue.md(
+            frame_markdown(aurocs.head(20).rename("auroc").to_frame(), index=True)
+        )
+    abnormal = rows[rows["label"] == "abnormal"].head(1)
+    if len(abnormal):
+        image = load_images(abnormal, preset.image_size, inbox.storage_options())[0]
+        image_id = str(abnormal.iloc[0]["image_id"])
+        drawn = patches_figure(image, result.patches[result.patches["image_id"] == image_id])
+        metadata["selected_patches"] = image_markdown(drawn, "abnormal image with its patches")
+    return dg.Output(
+        metrics, data_version=dg.DataVersion(hash_frame(metrics)[:16]), metadata=metadata
+    )
+
+
+@dg.asset(
+    io_manager_key="array_io_manager",
+    code_version=RECONSTRUCTION_VERSION,
+    partitions_def=batch_partitions,
+    group_name="production",
+)
+def batch_reconstructions(
+    context: dg.AssetExecutionContext,
+    batch_images: pd.DataFrame,
+    vqgan_checkpoint: dict,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+) -> dg.Output[dict[str, np.ndarray]]:
+    """x_hat of every readable image of the batch, with the model's per-image outputs."""
+    preset = settings.get_preset()
+    if len(batch_images) == 0:
+        raise dg.Failure(f"batch {context.partition_key}: no readable images to reconstruct")
+    checkpoint = checkpoint_from_payload(vqgan_checkpoint)
+    parts, outputs = [], []
+    for _, images in iter_image_batches(
+        batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
+    ):
+        result = reconstruct(
+            checkpoint.model,
+            images,
+            batch_size=preset.batch_size,
+            discriminator=checkpoint.discriminator,
+        )
+        parts.append(result.x_hat)
+        outputs.append(reconstruction_frame(result))
+    frame = pd.concat(outputs, ignore_index=True)
+    arrays = {
+        "image_id": batch_images["image_id"].to_numpy(dtype=str),
+        "x_hat": np.concatenate(parts),
+        **{f"output_{c}": frame[c].to_numpy(np.float64) for c in frame.columns},
+    }
+    return dg.Output(
+        arrays,
+        metadata={"images": len(batch_images), "mean_mse": float(frame["mse"].mean())},
+    )
+
+
+@dg.multi_asset(
+    outs={
+        "batch_metrics": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=METRICS_VERSION,
+            description="The metric table of the batch (one row per image).",
+        ),
+        "batch_patches": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=METRICS_VERSION,
+            description="The q selected patches of every image and variant, with distances.",
+        ),
+    },
+    partitions_def=batch_partitions,
+    group_name="production",
+)
+def batch_metrics(
+    context: dg.AssetExecutionContext,
+    batch_images: pd.DataFrame,
+    batch_reconstructions: dict,
+    vqgan_checkpoint: dict,
+    weighting_mask: dict,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+):
+    """GanoDIP localisation and the metric table of the batch's reconstructed images."""
+    preset = settings.get_preset()
+    stored_ids = list(batch_reconstructions["image_id"])
+    if stored_ids != list(batch_images["image_id"]):
+        raise dg.Failure("batch_reconstructions does not match batch_images: rematerialize it")
+    _, choice = model_bundle(vqgan_checkpoint, settings)
+    context.log.info(f"perceptual backbone: {choice.note}")
+    outputs = pd.DataFrame(
+        {
+            key.removeprefix("output_"): value
+            for key, value in batch_reconstructions.items()
+            if key.startswith("output_")
+        }
+    )
+    records, patch_frames = [], []
+    seconds: dict[str, float] = {}
+    masks = ground_truth_masks(batch_images, preset.image_size, inbox)
+    position = 0
+    for rows, images in iter_image_batches(
+        batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
+    ):
+        span = slice(position, position + len(rows))
+        new_records, new_patches = metric_rows(
+            rows,
+            images,
+            batch_reconstructions["x_hat"][span],
+            outputs.iloc[span].reset_index(drop=True),
+            choice.backbone,
+            weights=mask_weights(weighting_mask),
+            config=settings.localize_config(),
+            golden=weighting_mask.get("golden"),
+            masks=masks,
+            seconds=seconds,
+        )
+        records += new_records
+        patch_frames += new_patches
+        position += len(rows)
+    metrics, patches = assemble_table(records, patch_frames)
+    yield dg.Output(
+        metrics,
+        output_name="batch_metrics",
+        data_version=dg.DataVersion(hash_frame(metrics)[:16]),
+        metadata={
+            **table_metadata(metrics),
+            **table_summary(metrics),
+            "backbone": choice.note,
+            "seconds_per_image": dg.MetadataValue.json(
+                {k: v / max(len(metrics), 1) for k, v in seconds.items()}
+            ),
+        },
+    )
+    yield dg.Output(
+        patches,
+        output_name="batch_patches",
+        data_version=dg.DataVersion(hash_frame(patches)[:16]),
+        metadata=table_metadata(patches),
+    )
+
+
+@dg.asset_check(
+    asset="batch_metrics",
+    additional_ins={"batch_images": dg.AssetIn("batch_images")},
+    blocking=True,
+    partitions_def=batch_partitions,
+    description="The metric table is complete: one row per image, every metric finite.",
+)
+def batch_metrics_complete(
+    batch_metrics: pd.DataFrame, batch_images: pd.DataFrame
+) -> dg.AssetCheckResult:
+    metric_cols = [c for c in batch_metrics.columns if "__" in c]
+    values = batch_metrics[metric_cols].to_numpy(np.float64)
+    bad_rows = batch_metrics.loc[~np.isfinite(values).all(axis=1), "image_id"].tolist()
+    same_images = list(batch_metrics["image_id"]) == list(batch_images["image_id"])
+    return dg.AssetCheckResult(
+        passed=bool(same_images and not bad_rows),
+        metadata={"rows": len(batch_metrics), "non_finite_rows": len(bad_rows)},
+        description=None
+        if same_images and not bad_rows
+        else f"rows differ from batch_images: {not same_images}; non-finite: {bad_rows[:5]}",
+    )

@@ -1,0 +1,252 @@
+"""Model-side assets: the VQGAN checkpoint (with its quality check) and the weighting mask."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import torch
+
+from vqganodip_pipeline.data.loading import load_images
+from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
+from vqganodip_pipeline.defs.resources import BatchInbox
+from vqganodip_pipeline.defs.settings import PipelineSettings
+from vqganodip_pipeline.hashing import hash_arrays, hash_strings
+from vqganodip_pipeline.localize import mask as mask_module
+from vqganodip_pipeline.localize.mask import align_to_reference
+from vqganodip_pipeline.model import checkpoint as checkpoint_module
+from vqganodip_pipeline.model import train as train_module
+from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload, read_checkpoint_payload
+from vqganodip_pipeline.model.reconstruct import reconstruct
+from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
+from vqganodip_pipeline.pipeline import compute_weighting_mask
+from vqganodip_pipeline.versioning import code_version
+from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
+
+CHECKPOINT_VERSION = code_version(train_module, checkpoint_module)
+MASK_VERSION = code_version(mask_module)
+
+
+def role_rows(split: pd.DataFrame, *roles: str, label: str | None = None) -> pd.DataFrame:
+    rows = split[split["role"].isin(roles)]
+    if label is not None:
+        rows = rows[rows["label"] == label]
+    return rows.sort_values("image_id").reset_index(drop=True)
+
+
+class VQGANTrainingConfig(dg.Config):
+    """Overrides of the preset's training budget."""
+
+    steps: int = 0  # 0 = the preset's
+    resume: bool = True  # continue an interrupted run on the same data and configs
+
+
+@dg.asset(
+    io_manager_key="checkpoint_io_manager",
+    code_version=CHECKPOINT_VERSION,
+    group_name="model",
+)
+def vqgan_checkpoint(
+    context: dg.AssetExecutionContext,
+    config: VQGANTrainingConfig,
+    dataset_split: pd.DataFrame,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+) -> dg.Output[dict]:
+    """VQGAN trained on the ``vqgan_train`` normal images (early stopping on ``vqgan_val``)."""
+    preset = settings.get_preset()
+    model_config, train_config = settings.vqgan_configs(config.steps)
+    train_rows = role_rows(dataset_split, "vqgan_train")
+    val_rows = role_rows(dataset_split, "vqgan_val")
+    if len(train_rows) == 0:
+        raise dg.Failure("dataset_split has no vqgan_train images")
+    options = inbox.storage_options()
+    train_images = load_images(train_rows, preset.image_size, options)
+    val_images = load_images(val_rows, preset.image_size, options) if len(val_rows) else None
+    data_hash = hash_strings([*train_rows["image_id"], "|", *val_rows["image_id"]])
+    context.log.info(
+        f"training on {len(train_rows)} images ({preset.image_size} px), validating on "
+        f"{len(val_rows)}; {train_config.steps} steps, device {train_config.device}"
+    )
+    if train_config.perceptual_weights_path is None:
+        context.log.warning(
+            "no ImageNet weights configured (PipelineSettings.weights_path): the perceptual "
+            "loss uses the documented fallback"
+        )
+
+    def progress(record: dict) -> None:
+        if record.get("event") == "train":
+            shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
+            context.log.info(f"step {record.get('step')}: {shown}")
+        elif record.get("event") not in (None, "train"):
+            context.log.info(f"{record['event']}: {record}")
+
+    work = settings.training_dir(
+        data_hash[:16] + "-" + hash_strings([str(model_config), str(train_config)])[:8]
+    )
+    result = train_vqgan(
+        train_images,
+        val_images,
+        model_config,
+        train_config,
+        checkpoint_dir=work,
+        resume=config.resume,
+        data_hash=data_hash,
+        progress=progress,
+    )
+    best = work / ("best.pt" if result.best_step is not None else "last.pt")
+    payload = read_checkpoint_payload(best, inference_only=True)
+    checkpoint = checkpoint_from_payload(payload)
+    metadata: dict = {
+        "steps": result.step,
+        "best_step": result.best_step if result.best_step is not None else result.step,
+        "stopped_early": result.stopped_early,
+        "train_images_per_s": float(result.images_per_s),
+        "perceptual_backbone": result.perceptual,
+        "data_hash": data_hash,
+        "config": dg.MetadataValue.json(model_config.to_dict()),
+    }
+    if val_images is not None:
+        quality = evaluate_reconstruction(
+            checkpoint.model,
+            val_images,
+            batch_size=preset.batch_size,
+            device=torch.device("cpu"),
+            precision="auto",
+        )
+        metadata.update({k: float(v) for k, v in quality.items()})
+        strip_images = val_images[:3]
+        recon = reconstruct(checkpoint.model, strip_images, batch_size=len(strip_images)).x_hat
+        metadata["held_out_reconstructions"] = image_markdown(
+            reconstruction_strip(strip_images, recon, thumb=160), "held-out normal images"
+        )
+    abnormal = role_rows(dataset_split, "classifier_set", label="abnormal").head(3)
+    if len(abnormal):
+        images = load_images(abnormal, preset.image_size, options)
+        recon = reconstruct(checkpoint.model, images, batch_size=len(images)).x_hat
+        metadata["abnormal_reconstructions"] = image_markdown(
+            reconstruction_strip(images, recon, thumb=160), "abnormal images"
+        )
+    history = result.history.get("train", [])
+    if history:
+        metadata["loss_curves"] = png_markdown(
+            training_curves_png(history, ["rec_loss", "perceptual_loss", "codebook_loss", "d_loss"])
+        )
+        last = history[-1]
+        for key in ("codebook_usage", "perplexity"):
+            if key in last:
+                metadata[f"train_{key}"] = float(last[key])
+    return dg.Output(
+        payload,
+        data_version=dg.DataVersion(hash_arrays(_weights_of(payload))[:16]),
+        metadata=metadata,
+    )
+
+
+def _weights_of(payload: dict) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in payload["model"].items()}
+
+
+class QualityFloors(dg.Config):
+    min_val_psnr_db: float = 18.0
+    min_codebook_usage: float = 0.02
+
+
+@dg.asset_check(
+    asset=vqgan_checkpoint,
+    additional_ins={"dataset_split": dg.AssetIn("dataset_split")},
+    blocking=True,
+    description="Held-out normal reconstruction quality and codebook usage above their floors.",
+)
+def vqgan_checkpoint_quality(
+    context: dg.AssetCheckExecutionContext,
+    config: QualityFloors,
+    vqgan_checkpoint: dict,
+    dataset_split: pd.DataFrame,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+) -> dg.AssetCheckResult:
+    preset = settings.get_preset()
+    checkpoint = checkpoint_from_payload(vqgan_checkpoint)
+    rows = role_rows(dataset_split, "vqgan_val")
+    if len(rows) == 0:
+        rows = role_rows(dataset_split, "mask_calibration")
+    images = load_images(rows, preset.image_size, inbox.storage_options())
+    quality = evaluate_reconstruction(
+        checkpoint.model,
+        images,
+        batch_size=preset.batch_size,
+        device=torch.device("cpu"),
+        precision="auto",
+    )
+    problems = []
+    if quality["val_psnr"] < config.min_val_psnr_db:
+        problems.append(f"PSNR {quality['val_psnr']:.2f} dB < {config.min_val_psnr_db} dB")
+    if quality["val_codebook_usage"] < config.min_codebook_usage:
+        problems.append(
+            f"codebook usage {quality['val_codebook_usage']:.3f} < {config.min_codebook_usage}"
+        )
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) or None,
+        metadata={**{k: float(v) for k, v in quality.items()}, "images": len(rows)},
+    )
+
+
+class WeightingMaskConfig(dg.Config):
+    """The weighting mask is for fixed-position products; switch it off for others."""
+
+    enabled: bool = True
+    alignment: str = "none"  # "phase": align each image to the first before differencing
+
+
+@dg.asset(
+    io_manager_key="array_io_manager",
+    code_version=MASK_VERSION,
+    group_name="model",
+)
+def weighting_mask(
+    context: dg.AssetExecutionContext,
+    config: WeightingMaskConfig,
+    vqgan_checkpoint: dict,
+    dataset_split: pd.DataFrame,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+) -> dg.Output[dict[str, np.ndarray]]:
+    """W = 1 - norm(mean |x - x_hat|) over the m ``mask_calibration`` normal images (an empty
+    array when disabled: metrics then have only the raw variant), and their mean image, the
+    golden sample of the baseline."""
+    preset = settings.get_preset()
+    rows = role_rows(dataset_split, "mask_calibration")
+    if len(rows) == 0:
+        raise dg.Failure("dataset_split has no mask_calibration images (m = 0)")
+    images = load_images(rows, preset.image_size, inbox.storage_options())
+    if config.alignment != "none":
+        images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
+    # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
+    golden = images.mean(axis=0).round().astype(np.uint8)
+    if not config.enabled:
+        context.log.info("weighting mask disabled: raw metrics only")
+        arrays = {"weights": np.zeros((0, 0), np.float32), "golden": golden}
+        return dg.Output(
+            arrays,
+            data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
+            metadata={"enabled": False, "m": len(rows)},
+        )
+    checkpoint = checkpoint_from_payload(vqgan_checkpoint)
+    weights, mean_delta = compute_weighting_mask(
+        checkpoint.model, images, batch_size=preset.batch_size
+    )
+    arrays = {"weights": weights, "mean_delta": mean_delta.astype(np.float32), "golden": golden}
+    return dg.Output(
+        arrays,
+        data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
+        metadata={
+            "enabled": True,
+            "m": len(rows),
+            "mean_weight": float(weights.mean()),
+            "share_below_0.5": float((weights < 0.5).mean()),
+            "heat_map": image_markdown(
+                np.concatenate([images[0], heatmap(weights, lo=0.0, hi=1.0)], axis=1),
+                "weighting mask (bright = trusted pixels)",
+            ),
+        },
+    )

@@ -1,0 +1,247 @@
+"""The composite anomaly score: the shipped model with its leaderboards and checks, and the
+scores of every production batch."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from vqganodip_pipeline import scoring
+from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
+from vqganodip_pipeline.defs.partitions import batch_partitions
+from vqganodip_pipeline.defs.settings import PipelineSettings
+from vqganodip_pipeline.hashing import hash_frame
+from vqganodip_pipeline.scoring import SearchConfig
+from vqganodip_pipeline.scoring import calibrate as calibrate_module
+from vqganodip_pipeline.scoring import honest as honest_module
+from vqganodip_pipeline.scoring import model as model_module
+from vqganodip_pipeline.scoring import paper as paper_module
+from vqganodip_pipeline.versioning import code_version
+
+SCORING_VERSION = code_version(model_module, calibrate_module, honest_module, paper_module)
+TOP_PATCHES = 3
+LEADERBOARD_COLUMNS = (
+    "classifier",
+    "accuracy_std",
+    "accuracy_zfn",
+    "precision_zfn",
+    "fpr_zfn",
+    "fnr_zfn",
+    "missed_zfn",
+    "auroc",
+    "auroc_pooled",
+)
+
+
+def search_config(settings: PipelineSettings, iterations: int, seed: int) -> SearchConfig:
+    preset = settings.get_preset()
+    return SearchConfig(
+        n_iter=iterations or preset.search_iterations,
+        n_splits=preset.search_folds,
+        seed=seed,
+        n_jobs=-1,
+    )
+
+
+def leaderboard_markdown(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
+    shown = [c for c in LEADERBOARD_COLUMNS if c in frame.columns]
+    extra = [c for c in ("kind",) if c in frame.columns]
+    return dg.MetadataValue.md(frame_markdown(frame[shown[:1] + extra + shown[1:]]))
+
+
+class CompositeScoreConfig(dg.Config):
+    """Budget and protocols of the composite score."""
+
+    iterations: int = 0  # randomized-search candidates per classifier; 0 = the preset's
+    classifiers: list[str] = Field(
+        default_factory=list, description="classifier codes; empty = the preset's"
+    )
+    margin: float = 0.0  # subtracted from the ZFN threshold (probability units)
+    paper_protocol: bool = True  # also run the paper's in-sample protocol (Table 1)
+    honest_protocol: bool = True  # nested evaluation with baselines
+    seed: int = 0
+
+
+@dg.asset(
+    io_manager_key="pickle_io_manager",
+    code_version=SCORING_VERSION,
+    group_name="model",
+)
+def composite_score_model(
+    context: dg.AssetExecutionContext,
+    config: CompositeScoreConfig,
+    training_metrics: pd.DataFrame,
+    settings: PipelineSettings,
+) -> dg.Output[dict]:
+    """The shipped composite score: the best classifier on the ``classifier_set`` rows, its
+    ZFN threshold from out-of-fold scores with its evidence, the paper's and the honest
+    leaderboards, and its result on the ``holdout`` rows."""
+    preset = settings.get_preset()
+    classifiers = config.classifiers or preset.classifiers
+    search = search_config(settings, config.iterations, config.seed)
+
+    def progress(event) -> None:
+        context.log.info(str(event))
+
+    try:
+        model = scoring.fit_composite_model(
+            training_metrics,
+            classifiers=classifiers,
+            config=search,
+            margin=config.margin,
+            role="classifier_set",
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise dg.Failure(f"cannot fit the composite score: {exc}") from exc
+    bundle: dict = {"model": model, "leaderboards": {}, "holdout": None}
+    metadata: dict = {
+        "classifier": model.classifier_name,
+        "threshold": float(model.threshold),
+        "n_abnormal_calibration": model.n_abnormal_calibration,
+        "miss_probability_bound": float(model.miss_probability_bound),
+        "metrics_in": len(model.feature_names_in),
+        "metrics_kept": len(model.feature_names_kept),
+        "selection": leaderboard_markdown(model.selection),
+        "params": dg.MetadataValue.json(model.params),
+        "versions": dg.MetadataValue.json(model.versions),
+    }
+    if config.honest_protocol:
+        honest = scoring.run_honest_protocol(
+            training_metrics,
+            classifiers=classifiers,
+            config=search,
+            n_outer=preset.outer_folds,
+            margin=config.margin,
+            progress=progress,
+        )
+        bundle["leaderboards"]["honest"] = honest.leaderboard
+        metadata["honest_leaderboard"] = leaderboard_markdown(honest.leaderboard)
+        composite = honest.leaderboard[honest.leaderboard["classifier"] == "composite"]
+        if len(composite):
+            metadata["honest_zfn_accuracy"] = float(composite.iloc[0]["accuracy_zfn"])
+            metadata["honest_missed"] = int(composite.iloc[0]["missed_zfn"])
+    if config.paper_protocol:
+        paper = scoring.run_paper_protocol(
+            training_metrics, classifiers=classifiers, config=search, progress=progress
+        )
+        bundle["leaderboards"]["paper"] = paper.leaderboard
+        metadata["paper_table1"] = dg.MetadataValue.md(
+            frame_markdown(scoring.table1(paper.leaderboard), index=True)
+        )
+    holdout = training_metrics[training_metrics["role"] == "holdout"]
+    calibration = model.calibration_scores
+    metadata["score_distribution_calibration"] = png_markdown(
+        scoring.plot_score_distributions(
+            calibration["score"], calibration["y"], model.threshold, "out-of-fold scores"
+        )
+    )
+    if len(holdout) and holdout["label"].nunique() == 2:
+        result = scoring.evaluate(model, holdout)
+        bundle["holdout"] = result
+        y = scoring.labels_to_y(holdout)
+        scores = model.score(holdout)
+        metadata.update(
+            {
+                "holdout_accuracy_zfn": float(result["accuracy_zfn"]),
+                "holdout_fpr_zfn": float(result["fpr_zfn"]),
+                "holdout_missed": int(result["missed_zfn"]),
+                "score_distribution_holdout": png_markdown(
+                    scoring.plot_score_distributions(scores, y, model.threshold, "holdout")
+                ),
+                "roc_holdout": png_markdown(scoring.plot_roc(scores, y, model.threshold)),
+            }
+        )
+    importances = scoring.metric_importances(
+        model, training_metrics[training_metrics["role"] == "classifier_set"]
+    )
+    metadata["top_metrics"] = png_markdown(scoring.plot_metric_importances(importances))
+    return dg.Output(bundle, metadata=metadata)
+
+
+@dg.asset_check(
+    asset=composite_score_model,
+    blocking=True,
+    description="The shipped threshold keeps every abnormal holdout image (recall = 1).",
+)
+def zfn_holds_on_holdout(composite_score_model: dict) -> dg.AssetCheckResult:
+    result = composite_score_model.get("holdout")
+    if result is None:
+        return dg.AssetCheckResult(
+            passed=False, description="no labelled holdout images to check the threshold on"
+        )
+    missed = list(result["missed_image_ids"])
+    return dg.AssetCheckResult(
+        passed=not missed,
+        description=f"{len(missed)} abnormal holdout image(s) scored below the threshold: "
+        f"{', '.join(missed[:10])}"
+        if missed
+        else None,
+        metadata={
+            "abnormal_holdout_images": int(result["n_abnormal"]),
+            "missed": len(missed),
+            "holdout_fpr_zfn": float(result["fpr_zfn"]),
+        },
+    )
+
+
+@dg.asset(
+    io_manager_key="parquet_io_manager",
+    code_version=SCORING_VERSION,
+    partitions_def=batch_partitions,
+    group_name="production",
+)
+def batch_scores(
+    context: dg.AssetExecutionContext,
+    batch_metrics: pd.DataFrame,
+    batch_patches: pd.DataFrame,
+    composite_score_model: dict,
+) -> dg.Output[pd.DataFrame]:
+    """Composite score and decision of every image of the batch (``to_operator`` when the
+    score reaches the ZFN threshold), with its most anomalous patches."""
+    model = composite_score_model["model"]
+    scores = model.score(batch_metrics)
+    decisions = scores >= model.threshold
+    top = (
+        batch_patches[(batch_patches["variant"] == "raw") & (batch_patches["rank"] < TOP_PATCHES)]
+        .groupby("image_id")[["top", "left", "size"]]
+        .apply(lambda p: p.to_numpy().tolist())
+    )
+    result = pd.DataFrame(
+        {
+            "image_id": batch_metrics["image_id"],
+            "uri": batch_metrics.get("uri", ""),
+            "label": batch_metrics["label"],
+            "score": scores,
+            "threshold": model.threshold,
+            "decision": np.where(decisions, "to_operator", "pass"),
+            "top_patches": [str(top.get(i, [])) for i in batch_metrics["image_id"]],
+            "classifier": model.classifier,
+            "model_fitted_at": model.fitted_at,
+        }
+    )
+    metadata = {
+        **table_metadata(result),
+        "to_operator": int(decisions.sum()),
+        "passed": int((~decisions).sum()),
+        "scores": dg.MetadataValue.md(
+            frame_markdown(
+                result.sort_values("score", ascending=False)[
+                    ["image_id", "label", "score", "decision"]
+                ],
+                max_rows=20,
+            )
+        ),
+    }
+    labelled = result["label"].isin(["normal", "abnormal"])
+    if labelled.any() and result.loc[labelled, "label"].nunique() == 2:
+        y = (result.loc[labelled, "label"] == "abnormal").to_numpy(int)
+        evaluation = scoring.confusion_at_threshold(scores[labelled.to_numpy()], y, model.threshold)
+        metadata["labelled_evaluation"] = dg.MetadataValue.json(
+            {k: float(v) for k, v in evaluation.items()}
+        )
+        if evaluation["missed"]:
+            context.log.warning(f"{evaluation['missed']} labelled abnormal image(s) passed")
+    return dg.Output(
+        result, data_version=dg.DataVersion(hash_frame(result)[:16]), metadata=metadata
+    )

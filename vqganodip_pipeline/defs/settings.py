@@ -1,0 +1,65 @@
+"""The pipeline's settings resource: preset, device, optional ImageNet weights, work folder."""
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from vqganodip_pipeline.metrics.table import LocalizeConfig
+from vqganodip_pipeline.model.config import TrainConfig, VQGANConfig, vqgan_preset
+from vqganodip_pipeline.presets import Preset, get_preset
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Scale and compute settings shared by the model-side and batch assets.
+
+    ``weights_path``: a local ImageNet MobileNetV2 state dict for perceptual features (patch
+    distances and the VQGAN perceptual loss). Empty: the documented fallback (the trained VQGAN
+    discriminator's features; a discriminator feature loss during training) is used and said.
+    Nothing is ever downloaded.
+    """
+
+    preset: str = "demo"
+    device: str = "auto"
+    weights_path: str = ""
+    backbone: str = "auto"
+    work_dir: str = ".vqganodip_work"
+
+    def get_preset(self) -> Preset:
+        return get_preset(self.preset)
+
+    def vqgan_configs(self, steps: int = 0) -> tuple[VQGANConfig, TrainConfig]:
+        preset = self.get_preset()
+        config, train = vqgan_preset(preset.name)
+        config = replace(config, resolution=preset.image_size)
+        weights = (
+            self.weights_path if self.weights_path and Path(self.weights_path).is_file() else None
+        )
+        train = replace(
+            train,
+            device=self.device,
+            perceptual_weights_path=weights,
+            steps=steps or train.steps,
+        )
+        return config, train
+
+    def localize_config(self) -> LocalizeConfig:
+        return self.get_preset().localize
+
+    def weights(self) -> str | None:
+        return self.weights_path or None
+
+    def training_dir(self, key: str) -> Path:
+        path = Path(self.work_dir).resolve() / "vqgan" / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def settings_from_env(preset: str | None = None) -> PipelineSettings:
+    return PipelineSettings(
+        preset=preset or os.environ.get("VQGANODIP_PRESET", "demo"),
+        device=os.environ.get("VQGANODIP_DEVICE", "auto"),
+        weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
+        work_dir=os.environ.get("VQGANODIP_WORK", ".vqganodip_work"),
+    )
