@@ -96,3 +96,16 @@ def test_bad_configuration_is_a_clear_error(backbone) -> None:
         image_metrics(
             x, x, image_features(backbone, x, x), OUTPUTS, np.ones((32, 32)), LocalizeConfig()
         )
+
+
+def test_metrics_documentation_is_up_to_date() -> None:
+    from pathlib import Path
+
+    from vqganodip_pipeline.metrics.table import metric_documentation
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
+    assert path.read_text() == metric_documentation(), (
+        "docs/METRICS.md is stale: regenerate it with "
+        "python -c 'from vqganodip_pipeline.metrics.table import metric_documentation as m; "
+        "open(\"docs/METRICS.md\", \"w\").write(m())'"
+    )
