@@ -17,8 +17,10 @@ Two paths compute them:
 
 - fast (default): feature maps of the whole image and of its reconstruction, once; every
   candidate's mean features from summed-area tables in O(1); duplicate candidates scored once;
-- naive (reference, as in the paper): crop each patch from both images, resize the crop to
-  ``input_size`` px, run the backbone per patch and pool its whole feature map.
+- naive (reference): the same estimator with no sharing, one backbone pass per candidate on a
+  crop around it (with context); the benchmark measures the fast path against it;
+- resized (the paper's procedure): each patch cropped without context, resized to a fixed
+  input size and passed through the backbone; a different quantity, kept for comparison.
 """
 
 from __future__ import annotations
@@ -146,13 +148,57 @@ def patch_distances_naive(
     x_hat: np.ndarray,
     patches: np.ndarray,
     estimator: str = "pooled",
+    context: int = 64,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Reference for the fast path, computing the same estimator with no sharing: for every
+    candidate (duplicates included) a crop of both images around the patch, ``context`` px
+    wider on each side (origin and size aligned to the backbone's largest stride so the feature
+    grid matches), one backbone pass per crop, and the patch's cells pooled. Differences from the
+    fast path come only from the crop border, where the backbone sees padding instead of the
+    image (less so the larger ``context``)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    compute = pooled_distance_fast if estimator == "pooled" else frechet_distance_fast
+    height, width = x.shape[:2]
+    align = max(backbone.strides)
+    image = images_to_tensor(np.stack([x, x_hat]), device)
+    out = np.zeros(len(patches), dtype=np.float64)
+    for k, (top, left, size) in enumerate(np.asarray(patches)):
+        crop_top = max(0, (top - context) // align * align)
+        crop_left = max(0, (left - context) // align * align)
+        # crop sides in multiples of the stride keep every stride-2 layer's padding (and so
+        # the sampling grid) identical to the whole image's
+        crop_bottom = min(height, crop_top + -(-(top + size + context - crop_top) // align) * align)
+        crop_right = min(
+            width, crop_left + -(-(left + size + context - crop_left) // align) * align
+        )
+        maps = backbone.feature_maps(image[:, :, crop_top:crop_bottom, crop_left:crop_right])
+        features = ImageFeatures(
+            x=[m[0].double().cpu() for m in maps],
+            x_hat=[m[1].double().cpu() for m in maps],
+            strides=tuple(backbone.strides),
+        )
+        relative = np.array([[top - crop_top, left - crop_left, size]])
+        out[k] = compute(features, relative)[0]
+    return out
+
+
+@torch.no_grad()
+def patch_distances_resized(
+    backbone: FeatureBackbone,
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    patches: np.ndarray,
+    estimator: str = "pooled",
     input_size: int = 64,
     batch_size: int = 256,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Reference path: every candidate cropped from both images, resized to ``input_size`` px
-    (bilinear), passed through the backbone on its own; distances from the whole crop's
-    feature maps. No de-duplication, no sharing between patches."""
+    """The paper's per-patch procedure: every candidate cropped from both images (no context),
+    resized to ``input_size`` px (bilinear), passed through the backbone; distances from the
+    whole crop's feature maps. A different quantity from the fast path (features of an
+    enlarged, context-free crop), kept to compare against."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
     image = images_to_tensor(np.stack([x, x_hat]), device)

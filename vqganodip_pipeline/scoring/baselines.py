@@ -22,7 +22,7 @@ from vqganodip_pipeline.scoring.table import (
 )
 
 DEFAULT_MSE_COLUMN = "image__mse__value__raw"
-DEFAULT_GOLDEN_COLUMN = "baseline__golden_sample__mse"
+DEFAULT_GOLDEN_COLUMN = "baseline__golden_mse__value__raw"
 
 
 def auroc_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ CLASSIFIERS = ["lr", "nb", "knn"]
 def _table(**kwargs: object) -> pd.DataFrame:
     table = make_metric_table(n_normal=24, n_abnormal=18, n_noise=6, **kwargs)
     rng = np.random.default_rng(7)
-    table["baseline__golden_sample__mse"] = table["image__mse__value__raw"] + rng.normal(
+    table["baseline__golden_mse__value__raw"] = table["image__mse__value__raw"] + rng.normal(
         size=len(table)
     )
     return table
@@ -52,7 +52,7 @@ def test_outer_test_values_do_not_influence_choice_search_or_threshold(result) -
     # must stay identical, only its test scores may change.
     table = _table()
     test = result.folds[0].test_rows
-    columns = [*metric_columns(table), "baseline__golden_sample__mse"]
+    columns = [*metric_columns(table), "baseline__golden_mse__value__raw"]
     rng = np.random.default_rng(99)
     table.loc[test, columns] = rng.normal(5.0, 3.0, size=(len(test), len(columns)))
     perturbed = run_honest_protocol(table, classifiers=CLASSIFIERS, config=CONFIG, n_outer=3)
@@ -114,7 +114,7 @@ def test_margin_lowers_every_classifier_threshold() -> None:
 
 
 def test_groups_stay_together_and_missing_baselines_are_noted() -> None:
-    table = _table(pair_groups=True).drop(columns="baseline__golden_sample__mse")
+    table = _table(pair_groups=True).drop(columns="baseline__golden_mse__value__raw")
     result = run_honest_protocol(table, classifiers=["nb"], config=CONFIG, n_outer=3)
     groups = table["group_id"].to_numpy()
     for fold in result.folds:

@@ -26,7 +26,7 @@ def _frame() -> pd.DataFrame:
             "patch__ssim__sum__weighted": [0.1, 0.2, 0.3],
             "image__orb__count__raw": [3, 4, 5],  # integer: not a metric column by contract
             "image__mse__value__raw": [1.0, 2.0, 3.0],
-            "baseline__golden_sample__mse": [0.5, 0.7, 0.9],
+            "baseline__golden_mse__value__raw": [0.5, 0.7, 0.9],
             "score": [0.1, 0.2, 0.3],  # float without "__"
             "patch__note__text__raw": ["x", "y", "z"],
         }
@@ -38,7 +38,7 @@ def test_metric_columns_are_float_double_underscore_non_baseline_in_table_order(
     assert metric_columns(_frame(), exclude_prefixes=()) == [
         "patch__ssim__sum__weighted",
         "image__mse__value__raw",
-        "baseline__golden_sample__mse",
+        "baseline__golden_mse__value__raw",
     ]
 
 
