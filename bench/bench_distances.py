@@ -13,17 +13,15 @@ Two size mixes: the demo / paper-at-256 one (alpha = 4: 4, 8, 12, 16 px) and the
 image; the ratio is reference / vectorised (higher = faster than the loop). The largest relative
 difference between the two results is reported as a correctness check.
 
-Run: ``.venv/bin/python bench/bench_distances.py`` -> prints a table, writes
-``bench/results/distances.json``.
+Run: ``.venv/bin/python bench/bench_distances.py [--quick] [--out PATH]`` -> prints a table,
+writes ``bench/results/distances.json`` (``distances_quick.json`` with ``--quick``: q = 40 and one
+image per size mix, a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
-import os
-import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +38,11 @@ from vqganodip_pipeline.metrics.distances import (
     paired_patch_distances,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "distances.json"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/bench_distances.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench._common import display_path, load_average, write_result  # noqa: E402
 
 SIZE_MIXES = {
     "alpha4_sizes_4_8_12_16": (4, 8, 12, 16),
@@ -172,31 +174,13 @@ def bench_mix(sizes: tuple[int, ...], q: int, repeats: int) -> dict[str, object]
     }
 
 
-def machine_info() -> dict[str, object]:
-    def version(pkg: str) -> str | None:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        # the machine may be shared: timings are only comparable within one run
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "torch": version("torch"),
-        "numpy": version("numpy"),
-        "scipy": version("scipy"),
-        "scikit-image": version("scikit-image"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--q", type=int, default=250, help="patches per image")
-    parser.add_argument("--repeats", type=int, default=5, help="images timed per size mix")
+    parser.add_argument("--q", type=int, default=None, help="patches per image (default 250)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="images timed per size mix (default 5)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: q = 40, 1 image per mix")
     parser.add_argument(
         "--blas-threads",
         type=int,
@@ -204,25 +188,29 @@ def main() -> None:
         help="BLAS threads during the run (scipy's per-patch np.dot calls stall when several "
         "BLAS threads compete with other work on a shared machine); 0 = library default",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result file (default bench/results/distances.json)"
+    )
     args = parser.parse_args()
+    q = args.q if args.q is not None else (40 if args.quick else 250)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
+    load_at_start = load_average()
 
     limit = args.blas_threads if args.blas_threads > 0 else None
     with threadpool_limits(limits=limit, user_api="blas"):
         blas = [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
-        mixes = {
-            label: bench_mix(sizes, args.q, args.repeats) for label, sizes in SIZE_MIXES.items()
-        }
+        mixes = {label: bench_mix(sizes, q, repeats) for label, sizes in SIZE_MIXES.items()}
     results = {
         "benchmark": "patch distances: vectorised vs per-patch scipy/skimage loop",
         "unit": "milliseconds per image (median over repeats)",
-        "machine": {**machine_info(), "blas_threads": blas},
+        "quick": args.quick,
+        "machine": {"blas_threads": blas, "load_average_at_start": load_at_start},
         "mixes": mixes,
     }
     for label, res in results["mixes"].items():
         total = res["all_metrics"]
         print(
-            f"{label}: all {len(PATCH_DISTANCES)} metrics on q={args.q}: vectorised "
+            f"{label}: all {len(PATCH_DISTANCES)} metrics on q={q}: vectorised "
             f"{total['vectorised_ms_per_image']:.2f} ms, reference "
             f"{total['reference_ms_per_image']:.2f} ms, ratio {total['ratio']:.1f}x "
             f"(grouping + stacking {total['of_which_grouping_and_stacking_ms']:.2f} ms)"
@@ -232,9 +220,9 @@ def main() -> None:
                 f"  {name:15s} {m['vectorised_ms']:9.3f} ms  vs {m['reference_ms']:9.3f} ms  "
                 f"x{m['ratio']:7.1f}  max rel diff {m['max_rel_diff']:.1e}"
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    stem = "distances_quick" if args.quick else "distances"
+    out = write_result(stem, results, path=args.out)
+    print(f"wrote {display_path(out)}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ Plus a constant column (the patch count q) and ``baseline__golden_mse__value__ra
 Usage:
     python bench/bench_scoring.py                       # 500 iterations (hours on 2 cores)
     python bench/bench_scoring.py --iterations 10       # + extrapolation to 500
-    python bench/bench_scoring.py --quick               # seconds-to-minutes smoke run
+    python bench/bench_scoring.py --quick               # smoke run -> scoring_quick.json
     python bench/bench_scoring.py --table metrics.parquet
 """
 
@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +42,15 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/bench_scoring.py`
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench._common import display_path, load_average, write_result  # noqa: E402
 from vqganodip_pipeline.scoring.classifiers import (  # noqa: E402
     PREPROCESS_STEP,
     build_pipeline,
     classifier_registry,
 )
-from vqganodip_pipeline.scoring.model import library_versions  # noqa: E402
 from vqganodip_pipeline.scoring.paper import run_paper_protocol  # noqa: E402
 from vqganodip_pipeline.scoring.report import table1  # noqa: E402
 from vqganodip_pipeline.scoring.search import SearchConfig, SearchProgress  # noqa: E402
@@ -178,24 +176,6 @@ def synthetic_metric_table(
     return frame
 
 
-def _version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1_5_15": list(os.getloadavg()),
-        "torch": _version("torch"),
-        **library_versions(),
-    }
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -214,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "bench" / "results" / "scoring.json"
+        "--out", type=Path, default=None, help="result file (default bench/results/scoring.json)"
     )
     args = parser.parse_args(argv)
 
@@ -255,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
 
-    report_machine = machine_info()  # load average before the run: the cores may be shared
+    load_at_start = load_average()  # write_result records the load at the end
     start = time.perf_counter()
     result = run_paper_protocol(table, classifiers=registry, config=config, progress=progress)
     total_s = time.perf_counter() - start
@@ -275,10 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reference_default_fit_s": reference[code],
             "search_s_over_reference": timing["search_s"] / reference[code],
         }
-    load_at_start = report_machine["load_average_1_5_15"]
     report: dict[str, Any] = {
         "benchmark": "scoring: paper protocol (randomized search + leave-one-out, 12 classifiers)",
-        "machine": {**machine_info(), "load_average_at_start": load_at_start},
+        "quick": args.quick,
+        "machine": {"load_average_at_start": load_at_start},
         "n_jobs": args.n_jobs,
         "table": {
             **source,
@@ -314,14 +294,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             },
             "total_s": sum(t["search_s"] * factor + t["loo_s"] for t in result.timings_s.values()),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float))
+    stem = "scoring_quick" if args.quick else "scoring"
+    out = write_result(stem, report, path=args.out, packages=("imbalanced-learn",))
     print(table1(result.leaderboard).to_string())
-    print(f"total {total_s:.1f} s for {iterations} iterations; written to {args.out}")
+    print(f"total {total_s:.1f} s for {iterations} iterations; written to {display_path(out)}")
     if "extrapolated_to_500_iterations" in report:
         hours = report["extrapolated_to_500_iterations"]["total_s"] / 3600
         print(f"extrapolated to 500 iterations (not measured): {hours:.2f} h")
-    return report
+    return json.loads(out.read_text())
 
 
 if __name__ == "__main__":

@@ -13,20 +13,17 @@ Measured on this machine, in one process:
 
 Times are medians over the units (seconds per image); images/s = 1 / median. The target is
 < 0.1 s per 256 px normal image. Also writes a contact sheet (normal board + every defect type,
-small and large, at 256 px; crops at 2x with the mask outlined in red) to
-``bench/results/synthetic_examples.png``.
+small and large, at 256 px; crops at 2x with the mask outlined in red) next to the result file,
+named ``<result stem>_examples.png`` (``bench/results/synthetic_examples.png`` by default).
 
-Run: ``.venv/bin/python bench/bench_synthetic.py`` -> prints a table, writes
-``bench/results/synthetic.json``.
+Run: ``.venv/bin/python bench/bench_synthetic.py [--quick] [--out PATH]`` -> prints a table,
+writes ``bench/results/synthetic.json`` (``synthetic_quick.json`` with ``--quick``: 3 units at
+256 px, 1 at 1024 px, sets of 10 images, a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +37,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench._common import (  # noqa: E402
+    display_path,
+    load_average,
+    median_time,
+    result_path,
+    write_result,
+)
 from vqganodip_pipeline.data.images import encode_png  # noqa: E402
 from vqganodip_pipeline.data.synthetic import (  # noqa: E402
     DEFECT_TYPES,
@@ -49,46 +53,14 @@ from vqganodip_pipeline.data.synthetic import (  # noqa: E402
     write_mvtec_dataset,
 )
 
-RESULTS = REPO_ROOT / "bench" / "results"
-
-
-def machine_info() -> dict[str, object]:
-    def version(pkg: str) -> str | None:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        # the machine may be shared: timings are only comparable within one run
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "torch": version("torch"),
-        "numpy": version("numpy"),
-        "scipy": version("scipy"),
-        "pillow": version("pillow"),
-    }
-
-
-def _median_time(fn, n: int) -> tuple[float, list]:
-    times, out = [], []
-    for i in range(n):
-        t0 = time.perf_counter()
-        out.append(fn(i))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
-
 
 def bench_size(size: int, n: int) -> dict[str, float]:
     layout = make_layout(0)
     t0 = time.perf_counter()
     render_unit(layout, size=size, seed=10_000)
     cold = time.perf_counter() - t0
-    normal, images = _median_time(lambda i: render_unit(layout, size=size, seed=i)[0], n)
-    defective, _ = _median_time(
+    normal, images = median_time(lambda i: render_unit(layout, size=size, seed=i)[0], n)
+    defective, _ = median_time(
         lambda i: render_unit(
             layout,
             size=size,
@@ -98,7 +70,7 @@ def bench_size(size: int, n: int) -> dict[str, float]:
         ),
         n,
     )
-    encode, _ = _median_time(lambda i: encode_png(images[i]), n)
+    encode, _ = median_time(lambda i: encode_png(images[i]), n)
     return {
         "size": size,
         "units_timed": n,
@@ -161,22 +133,39 @@ def contact_sheet(path: Path, size: int = 256, seed: int = 3, crop: int = 64) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n256", type=int, default=60, help="units timed at 256 px")
-    parser.add_argument("--n1024", type=int, default=8, help="units timed at 1024 px")
-    parser.add_argument("--set-size", type=int, default=300, help="images in the set builders")
+    parser.add_argument("--n256", type=int, default=None, help="units timed at 256 px (60)")
+    parser.add_argument("--n1024", type=int, default=None, help="units timed at 1024 px (8)")
+    parser.add_argument(
+        "--set-size", type=int, default=None, help="images in the set builders (300)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 + 1 units, sets of 10 images"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result file (default bench/results/synthetic.json)"
+    )
     args = parser.parse_args()
+    n256 = args.n256 if args.n256 is not None else (3 if args.quick else 60)
+    n1024 = args.n1024 if args.n1024 is not None else (1 if args.quick else 8)
+    set_size = args.set_size if args.set_size is not None else (10 if args.quick else 300)
+    stem = "synthetic_quick" if args.quick else "synthetic"
+    out = args.out if args.out is not None else result_path(stem)
+    sheet_path = out.with_name(f"{out.stem}_examples.png")
 
-    results: dict[str, object] = {"machine": machine_info()}
-    r256 = bench_size(256, args.n256)
-    r1024 = bench_size(1024, args.n1024)
+    results: dict[str, object] = {
+        "quick": args.quick,
+        "machine": {"load_average_at_start": load_average()},
+    }
+    r256 = bench_size(256, n256)
+    r1024 = bench_size(1024, n1024)
     results["sizes"] = [r256, r1024]
     results["time_ratio_1024_over_256"] = round(
         r1024["normal_s_per_image"] / r256["normal_s_per_image"], 2
     )
     results["pixel_ratio_1024_over_256"] = 16
 
-    n_abn = args.set_size // 5
-    n_norm = args.set_size - n_abn
+    n_abn = set_size // 5
+    n_norm = set_size - n_abn
     t0 = time.perf_counter()
     generate_images(n_norm, n_abn, size=256, seed=0)
     gen = time.perf_counter() - t0
@@ -188,20 +177,17 @@ def main() -> None:
         "n_normal": n_norm,
         "n_abnormal": n_abn,
         "generate_images_s": round(gen, 2),
-        "generate_images_per_s": round(args.set_size / gen, 1),
+        "generate_images_per_s": round(set_size / gen, 1),
         "write_mvtec_dataset_s": round(write, 2),
-        "write_mvtec_dataset_images_per_s": round(args.set_size / write, 1),
+        "write_mvtec_dataset_images_per_s": round(set_size / write, 1),
     }
     results["target_256_normal_s_per_image"] = 0.1
     results["meets_target"] = bool(r256["normal_s_per_image"] < 0.1)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    sheet_bytes = contact_sheet(RESULTS / "synthetic_examples.png")
-    results["contact_sheet"] = {
-        "path": "bench/results/synthetic_examples.png",
-        "bytes": sheet_bytes,
-    }
-    (RESULTS / "synthetic.json").write_text(json.dumps(results, indent=2) + "\n")
+    sheet_path.parent.mkdir(parents=True, exist_ok=True)
+    sheet_bytes = contact_sheet(sheet_path)
+    results["contact_sheet"] = {"path": display_path(sheet_path), "bytes": sheet_bytes}
+    write_result(stem, results, path=out, packages=("pillow",))
 
     print(
         f"{'size':>6} {'cold s':>8} {'normal s/img':>13} {'img/s':>7} {'defect s/img':>13} "
@@ -215,10 +201,11 @@ def main() -> None:
         )
     print(f"1024/256 time ratio {results['time_ratio_1024_over_256']} (pixels x16)")
     print(
-        f"{args.set_size} images at 256 px: generate_images {gen:.1f} s, "
+        f"{set_size} images at 256 px: generate_images {gen:.1f} s, "
         f"write_mvtec_dataset {write:.1f} s"
     )
-    print(f"contact sheet: {sheet_bytes / 1024:.0f} kB -> bench/results/synthetic_examples.png")
+    print(f"contact sheet: {sheet_bytes / 1024:.0f} kB -> {display_path(sheet_path)}")
+    print(f"wrote {display_path(out)}")
 
 
 if __name__ == "__main__":

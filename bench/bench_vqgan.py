@@ -19,18 +19,18 @@ Sections (all in one process, so ratios compare like with like on a shared machi
   reconstruction error is inside the defect masks of abnormal boards than outside
   (pooled ratio of mean |x - x_hat|, and per-image median / minimum).
 
-Run: ``.venv/bin/python bench/bench_vqgan.py [--quick] [--threads N]`` -> prints and writes
-``bench/results/vqgan.json``. ``--quick`` shrinks every section to a sanity run.
+Run: ``.venv/bin/python bench/bench_vqgan.py [--quick] [--threads N] [--out PATH]`` -> prints
+and writes ``bench/results/vqgan.json``. ``--quick`` shrinks every section to a sanity run and
+writes ``vqgan_quick.json`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,28 +46,11 @@ from vqganodip_pipeline.model.tensors import images_to_tensor
 from vqganodip_pipeline.model.train import _Trainer, train_vqgan
 from vqganodip_pipeline.model.vqgan import build_vqgan
 
-RESULTS = Path(__file__).resolve().parent / "results" / "vqgan.json"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/bench_vqgan.py`
+    sys.path.insert(0, str(REPO_ROOT))
 
-
-def machine_info() -> dict[str, Any]:
-    def version(pkg: str) -> str | None:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        # the machine may be shared: timings are only comparable within one run
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "torch": version("torch"),
-        "numpy": version("numpy"),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
+from bench._common import display_path, load_average, median_time, write_result  # noqa: E402
 
 
 def _proc_status_kib(field: str) -> int | None:
@@ -111,19 +94,17 @@ def bench_train_throughput(
         torch.set_num_threads(threads)
         try:
             trainer = _Trainer(images, None, config, tc, None, "bench", None)
-            for _ in range(2):  # warm-up: oneDNN primitive creation
+
+            def step(_: int, trainer: _Trainer = trainer) -> None:
                 trainer._train_step(trainer._batch())
                 trainer.step += 1
-            times = []
-            for _ in range(steps):
-                start = time.perf_counter()
-                trainer._train_step(trainer._batch())
-                trainer.step += 1
-                times.append(time.perf_counter() - start)
+
+            median_time(step, 2)  # warm-up: oneDNN primitive creation
+            seconds, _ = median_time(step, steps)
         finally:
             torch.set_num_threads(default_threads)
         key = f"{precision}{'+channels_last' if channels_last else ''}_{threads}thread"
-        out[key] = {"images_per_s": tc.batch_size / float(np.median(times))}
+        out[key] = {"images_per_s": tc.batch_size / seconds}
     base = out[f"fp32_{default_threads}thread"]["images_per_s"]
     for value in out.values():
         if isinstance(value, dict):
@@ -261,8 +242,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--remedy-steps", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result file (default bench/results/vqgan.json)"
+    )
     args = parser.parse_args()
+    load_at_start = load_average()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     quick = args.quick
@@ -282,7 +266,10 @@ def main() -> None:
     results: dict[str, Any] = {
         "benchmark": "VQGAN training / reconstruction on CPU (demo preset)",
         "quick": quick,
-        "machine": machine_info(),
+        "machine": {
+            "load_average_at_start": load_at_start,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "demo_config": config.to_dict(),
         "demo_train_config": train.to_dict(),
         "synthetic_generation_seconds": gen_seconds,
@@ -305,9 +292,8 @@ def main() -> None:
     print("memory:", json.dumps(results["memory_1024"], indent=1))
     paper = build_vqgan(vqgan_preset("paper")[0])
     results["paper_model_parameters_millions"] = sum(p.numel() for p in paper.parameters()) / 1e6
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = write_result("vqgan_quick" if quick else "vqgan", results, path=args.out)
+    print(f"wrote {display_path(out)}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import platform
 from importlib import metadata
 from types import ModuleType
@@ -46,3 +47,30 @@ def library_versions(names: tuple[str, ...] = ()) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def machine_info() -> dict[str, object]:
+    """What a timing was measured on: platform, CPU, memory, load, accelerator, library
+    versions. The load average matters on shared machines: timings compare only within a run."""
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
+    }
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["memory_gib"] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["cuda"] = None
+    info["versions"] = library_versions(("scipy", "pyarrow", "xgboost", "lightgbm"))
+    return info

@@ -110,7 +110,7 @@ def vqgan_checkpoint(
             val_images,
             batch_size=preset.batch_size,
             device=torch.device("cpu"),
-            precision="auto",
+            precision="fp32",
         )
         metadata.update({k: float(v) for k, v in quality.items()})
         strip_images = val_images[:3]
@@ -175,7 +175,7 @@ def vqgan_checkpoint_quality(
         images,
         batch_size=preset.batch_size,
         device=torch.device("cpu"),
-        precision="auto",
+        precision="fp32",
     )
     problems = []
     if quality["val_psnr"] < config.min_val_psnr_db:

@@ -1,0 +1,153 @@
+"""GanoDIP localisation and the metric table: per-stage time per image at 256 and 1024 px,
+the fast patch-distance path against the naive per-patch reference (ratio and overlap of the
+selected q patches) at the paper's p=100, n=4, alpha=4, q=250, and peak memory.
+
+Image pairs: a synthetic board with a defect and, as its "reconstruction", another normal unit
+of the same product (every normal variation differs: a harder case than a trained VQGAN's
+output). Backbone: ImageNet MobileNetV2 from ../shared/data/weights when present (the
+``--weights`` option), else a randomly initialised PatchGAN discriminator (same code path as the
+trained one). Each size runs in its own subprocess so peak memory is per size.
+
+Run: ``.venv/bin/python bench/bench_localize.py [--quick]`` -> bench/results/localize.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = (
+    ROOT.parent / "shared" / "data" / "weights" / "mobilenet_v2_imagenet_from_tflite.pt"
+)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
+    """Measure one image size in this process (called in a subprocess)."""
+    import numpy as np
+    import torch
+
+    from vqganodip_pipeline.data.synthetic import make_layout, render_unit
+    from vqganodip_pipeline.localize.candidates import top_p_pixels, zoom_out_and_shift
+    from vqganodip_pipeline.localize.mask import difference_image
+    from vqganodip_pipeline.localize.patch_distance import (
+        image_features,
+        patch_distances_fast,
+        patch_distances_naive,
+        patch_distances_resized,
+        select_top_q,
+    )
+    from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics
+    from vqganodip_pipeline.model.config import vqgan_preset
+    from vqganodip_pipeline.model.vqgan import build_discriminator
+    from vqganodip_pipeline.pipeline import build_backbone
+
+    torch.set_num_threads(1)
+    scale = size // 256
+    config = LocalizeConfig(p=100, n=4, alpha=4 * scale, q=250)
+    model_config, _ = vqgan_preset("demo")
+    discriminator = build_discriminator(model_config, seed=0).eval()
+    choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
+    layout = make_layout(0)
+    start_rss = peak_rss_mb()
+    defects = ["solder_bridge"] if quick else ["solder_bridge", "missing", "scratch"]
+    stages: dict[str, list[float]] = {}
+    comparisons = []
+
+    def timed(name: str, fn, *args, **kwargs):
+        begin = time.perf_counter()
+        value = fn(*args, **kwargs)
+        stages.setdefault(name, []).append(time.perf_counter() - begin)
+        return value
+
+    outputs = {"mse": 0.0, "quant_loss": 0.0, "codes_used": 1.0}
+    weights_map = np.ones((size, size), dtype=np.float32)
+    for k, defect in enumerate(defects):
+        x, _ = render_unit(layout, size=size, seed=100 + k, defect=defect)
+        x_hat, _ = render_unit(layout, size=size, seed=200 + k)
+        features = timed("features", image_features, choice.backbone, x, x_hat)
+        delta = timed("difference", difference_image, x, x_hat)
+        pixels = timed("top_p", top_p_pixels, delta, config.p)
+        candidates = timed(
+            "candidates", zoom_out_and_shift, pixels, (size, size), config.n, config.alpha
+        )
+        for estimator in ("pooled", "frechet"):
+            fast = timed(f"fast_{estimator}", patch_distances_fast, features, candidates, estimator)
+            chosen_fast = select_top_q(fast, candidates, config.q)
+            entry: dict[str, Any] = {"defect": defect, "estimator": estimator}
+            begin = time.perf_counter()
+            naive = patch_distances_naive(choice.backbone, x, x_hat, candidates, estimator)
+            entry["naive_s"] = time.perf_counter() - begin
+            entry["fast_s"] = stages[f"fast_{estimator}"][-1] + stages["features"][-1]
+            chosen_naive = select_top_q(naive, candidates, config.q)
+            fast_set = {tuple(p) for p in candidates[chosen_fast]}
+            naive_set = {tuple(p) for p in candidates[chosen_naive]}
+            entry["speedup"] = entry["naive_s"] / entry["fast_s"]
+            entry["overlap_top_q"] = len(fast_set & naive_set) / config.q
+            entry["pearson"] = float(np.corrcoef(fast, naive)[0, 1])
+            if estimator == "pooled" and not quick:
+                begin = time.perf_counter()
+                resized = patch_distances_resized(choice.backbone, x, x_hat, candidates, estimator)
+                entry["paper_resized_s"] = time.perf_counter() - begin
+                resized_set = {
+                    tuple(p) for p in candidates[select_top_q(resized, candidates, config.q)]
+                }
+                entry["paper_resized_overlap_top_q"] = len(fast_set & resized_set) / config.q
+            comparisons.append(entry)
+        timed(
+            "image_metrics_total", image_metrics, x, x_hat, features, outputs, weights_map, config
+        )
+    return {
+        "size": size,
+        "backbone": choice.note,
+        "config": {"p": config.p, "n": config.n, "alpha": config.alpha, "q": config.q},
+        "candidates_per_image": len(candidates),
+        "seconds_per_image": {name: float(np.median(v)) for name, v in stages.items()},
+        "fast_vs_naive": comparisons,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_increase_mb": peak_rss_mb() - start_rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one image, 256 px only")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="MobileNetV2 weights")
+    parser.add_argument("--out", type=Path, default=None, help="result file (default results/)")
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    weights = args.weights if Path(args.weights).is_file() else None
+    if args.size is not None:  # child process
+        print(json.dumps(run_size(args.size, weights, args.quick)))
+        return
+    sizes = [256] if args.quick else [256, 1024]
+    results = []
+    for size in sizes:
+        command = [sys.executable, __file__, "--size", str(size), "--weights", args.weights]
+        if args.quick:
+            command.append("--quick")
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1], indent=2))
+    try:
+        from bench._common import write_result
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        from bench._common import write_result
+    payload = {"benchmark": "localize", "quick": args.quick, "sizes": results}
+    name = "localize_quick" if args.quick else "localize"
+    write_result(name, payload, path=args.out)
+
+
+if __name__ == "__main__":
+    main()
