@@ -75,6 +75,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     settings = get_preset(preset)
     root = Path(workdir).resolve()
     os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home"))
+    os.environ.setdefault("VQGANODIP_WORK", str(root / ".vqganodip_work"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     inbox, storage, truth_dir = root / "inbox", root / "storage", root / "demo_truth"
     if fresh:

@@ -1,0 +1,483 @@
+"""End-to-end evaluation of the method on a labelled dataset: train, mask, metrics, scoring,
+and a report shaped like the paper's tables (``vqganodip evaluate`` and the Dagster
+``evaluation_report`` asset both build it here).
+
+Every step calls the same library functions as the assets (pipeline.py, scoring/). Inputs are
+checked before any training starts: the dataset path, the layout, and the presence of abnormal
+images.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vqganodip_pipeline import scoring
+from vqganodip_pipeline.data.fs import filesystem
+from vqganodip_pipeline.data.loading import iter_image_batches, load_images, load_mask
+from vqganodip_pipeline.data.manifest import build_manifest, label_counts
+from vqganodip_pipeline.data.sources import LAYOUTS, DatasetLayoutError, scan_source
+from vqganodip_pipeline.data.split import SplitConfig, assign_roles, role_counts
+from vqganodip_pipeline.hashing import hash_strings
+from vqganodip_pipeline.localize.patch_distance import image_features
+from vqganodip_pipeline.metrics.table import image_metrics
+from vqganodip_pipeline.model.config import vqgan_preset
+from vqganodip_pipeline.model.reconstruct import reconstruct
+from vqganodip_pipeline.model.train import train_vqgan
+from vqganodip_pipeline.pipeline import (
+    build_backbone,
+    compute_metric_table,
+    compute_weighting_mask,
+    localization_hit_rate,
+    reconstruction_frame,
+)
+from vqganodip_pipeline.presets import get_preset
+from vqganodip_pipeline.versioning import library_versions, machine_info
+from vqganodip_pipeline.viz import contact_sheet, draw_boxes
+
+Log = Callable[[str], None]
+METRIC_KEYS = ("accuracy", "precision", "fpr", "fnr", "missed", "tp", "fp", "tn", "fn")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be evaluated; raised before any training starts."""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to evaluate and how.
+
+    Attributes:
+        dataset: dataset root (folder or ``s3://`` URI).
+        layout: ``mvtec``, ``deeppcb``, ``folders`` or ``auto``.
+        preset: ``tiny``, ``demo`` or ``paper``.
+        size: working resolution in px; None = the preset's, except DeepPCB which keeps its
+            native 640 px (its defects are a few px wide and vanish when shrunk).
+        weights: optional local ImageNet MobileNetV2 weights for perceptual features.
+        use_mask: weighting mask on/off; None = on, except DeepPCB (every image is another
+            board region, so there is no fixed position to learn variation at).
+        steps, iterations: overrides of the preset's training steps and search iterations.
+        classifiers: classifier codes (None: the preset's).
+        seed: seeds the split, the training and the search.
+        end_to_end_images: holdout images scored one at a time to time a production image.
+    """
+
+    dataset: str
+    layout: str = "auto"
+    preset: str = "demo"
+    size: int | None = None
+    weights: str | None = None
+    device: str = "auto"
+    use_mask: bool | None = None
+    steps: int = 0
+    iterations: int = 0
+    classifiers: tuple[str, ...] | None = None
+    seed: int = 0
+    end_to_end_images: int = 10
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    targets: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class Prepared:
+    layout: str
+    manifest: pd.DataFrame
+    quarantine: pd.DataFrame
+    split: pd.DataFrame
+    size: int
+
+
+def prepare(config: EvaluationConfig) -> Prepared:
+    """Read and split the dataset; every input error surfaces here, before training."""
+    if config.layout not in (*LAYOUTS, "auto"):
+        raise DatasetError(
+            f"unknown layout {config.layout!r}; expected one of {', '.join(LAYOUTS)} or auto"
+        )
+    fs, path = filesystem(config.dataset, config.storage_options)
+    if not fs.exists(path):
+        raise DatasetError(f"{config.dataset}: dataset path does not exist")
+    try:
+        layout, entries = scan_source(
+            config.dataset, config.layout, config.storage_options, seed=config.seed
+        )
+    except DatasetLayoutError as exc:
+        raise DatasetError(str(exc)) from exc
+    manifest, quarantine = build_manifest(
+        entries, Path(config.dataset.rstrip("/")).name, storage_options=config.storage_options
+    )
+    counts = label_counts(manifest)
+    if counts["abnormal"] == 0:
+        raise DatasetError(
+            f"{config.dataset}: no abnormal images found ({counts['normal']} normal, "
+            f"{counts['unknown']} unlabelled): the composite score and its ZFN threshold need "
+            "abnormal examples"
+        )
+    if counts["normal"] == 0:
+        raise DatasetError(f"{config.dataset}: no normal images found")
+    preset = get_preset(config.preset)
+    split = assign_roles(
+        manifest,
+        SplitConfig(m=preset.m, holdout_fraction=preset.holdout_fraction, seed=config.seed),
+    )
+    size = config.size or (
+        int(manifest["width"].iloc[0]) if layout == "deeppcb" else preset.image_size
+    )
+    return Prepared(layout, manifest, quarantine, split, size)
+
+
+def _rows(split: pd.DataFrame, *roles: str) -> pd.DataFrame:
+    return split[split["role"].isin(roles)].sort_values("image_id").reset_index(drop=True)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _split_metrics(row: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"std": M, "zfn": M} from a flat leaderboard / metrics row."""
+    out: dict[str, dict[str, Any]] = {}
+    for suffix in ("std", "zfn"):
+        block = {key: row[f"{key}_{suffix}"] for key in METRIC_KEYS if f"{key}_{suffix}" in row}
+        threshold = row.get(f"threshold_{suffix}")
+        if threshold is not None and np.isfinite(threshold):
+            block["threshold"] = float(threshold)
+        out[suffix] = {
+            k: (int(v) if k in ("missed", "tp", "fp", "tn", "fn") else float(v))
+            for k, v in block.items()
+        }
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    numeric = frame.select_dtypes(include=[np.number, "bool"]).columns
+    keep = ["classifier", *[c for c in ("name", "kind") if c in frame], *numeric]
+    rows = frame[keep].to_dict("records")
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and not np.isfinite(v))}
+        for row in rows
+    ]
+
+
+def worst_images_figure(
+    metrics: pd.DataFrame,
+    scores: pd.Series,
+    patches: pd.DataFrame,
+    rows: pd.DataFrame,
+    size: int,
+    storage_options: Mapping[str, Any],
+    count: int = 4,
+) -> np.ndarray | None:
+    """The lowest-scored abnormal and highest-scored normal images with their best patches."""
+    frame = metrics[["image_id", "label"]].assign(score=scores.to_numpy())
+    chosen = pd.concat(
+        [
+            frame[frame["label"] == "abnormal"].nsmallest(count, "score"),
+            frame[frame["label"] == "normal"].nlargest(count, "score"),
+        ]
+    )
+    if len(chosen) == 0:
+        return None
+    by_id = rows.set_index("image_id")
+    tiles, captions = [], []
+    for item in chosen.itertuples():
+        image = load_images(by_id.loc[[item.image_id]].reset_index(), size, storage_options)[0]
+        best = patches[(patches["image_id"] == item.image_id) & (patches["variant"] == "raw")]
+        boxes = list(
+            best.nsmallest(10, "rank")[["top", "left", "size", "size"]].itertuples(
+                index=False, name=None
+            )
+        )
+        tiles.append(draw_boxes(image, boxes))
+        captions.append(f"{item.label[:3]} {item.score:.3f}")
+    return contact_sheet(tiles, captions, columns=count, thumb=192)
+
+
+def run_evaluation(
+    config: EvaluationConfig, out_dir: str | Path, log: Log = print
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Run the whole method on ``config.dataset`` and write report.json / report.html."""
+    from vqganodip_pipeline.reporting import write_report
+    from vqganodip_pipeline.viz import to_png
+
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    prepared = prepare(config)
+    preset = get_preset(config.preset)
+    size = prepared.size
+    options = dict(config.storage_options)
+    counts = role_counts(prepared.split)
+    log(
+        f"[evaluate] {config.dataset}: {prepared.layout} layout, {len(prepared.manifest)} images "
+        f"({len(prepared.quarantine)} quarantined), working size {size} px"
+    )
+    log("[evaluate] roles:\n" + counts.to_string())
+
+    # 1. reconstruction model
+    model_config, train_config = vqgan_preset(preset.name)
+    model_config = replace(model_config, resolution=size)
+    train_config = replace(
+        train_config,
+        device=config.device,
+        steps=config.steps or train_config.steps,
+        seed=config.seed,
+        perceptual_weights_path=config.weights if config.weights else None,
+    )
+    train_rows = _rows(prepared.split, "vqgan_train")
+    val_rows = _rows(prepared.split, "vqgan_val")
+    begin = time.perf_counter()
+    train_images = load_images(train_rows, size, options)
+    val_images = load_images(val_rows, size, options) if len(val_rows) else None
+    seconds["load_training_images"] = time.perf_counter() - begin
+
+    def progress(record: dict) -> None:
+        if record.get("event") == "train" and record.get("step", 0) % 250 == 0:
+            log(
+                f"[evaluate] VQGAN step {record['step']}: rec_loss {record.get('rec_loss', 0):.4f}"
+                f", codebook usage {record.get('codebook_usage', 0):.2f}, "
+                f"{record.get('images_per_s', 0):.1f} img/s"
+            )
+        elif record.get("event") == "eval":
+            log(
+                f"[evaluate] VQGAN eval at step {record['step']}: "
+                f"PSNR {record.get('val_psnr', 0):.2f} dB"
+            )
+
+    begin = time.perf_counter()
+    trained = train_vqgan(
+        train_images,
+        val_images,
+        model_config,
+        train_config,
+        data_hash=hash_strings(list(train_rows["image_id"])),
+        progress=progress,
+    )
+    seconds["train_vqgan_total"] = time.perf_counter() - begin
+    model, discriminator = trained.model.eval(), trained.discriminator.eval()
+    del train_images
+
+    # 2. weighting mask and golden sample
+    mask_rows = _rows(prepared.split, "mask_calibration")
+    mask_images = load_images(mask_rows, size, options)
+    use_mask = config.use_mask if config.use_mask is not None else prepared.layout != "deeppcb"
+    weights = compute_weighting_mask(model, mask_images)[0] if use_mask else None
+    golden = mask_images.mean(axis=0).round().astype(np.uint8)
+    choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
+    log(f"[evaluate] weighting mask {'on' if use_mask else 'off'}; backbone: {choice.note}")
+
+    # 3. metric table of the classifier set and the holdout
+    rows = _rows(prepared.split, "classifier_set", "holdout")
+    masks = {}
+    for row in rows[rows["label"] == "abnormal"].to_dict("records"):
+        mask = load_mask(row, size, options)
+        if mask is not None:
+            masks[str(row["image_id"])] = mask
+    begin = time.perf_counter()
+    load_seconds = 0.0
+
+    def batches():
+        nonlocal load_seconds
+        iterator = iter_image_batches(rows, preset.batch_size, size, options)
+        while True:
+            tick = time.perf_counter()
+            try:
+                _, images = next(iterator)
+            except StopIteration:
+                return
+            load_seconds += time.perf_counter() - tick
+            yield images
+
+    def table_progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            log(f"[evaluate] metrics: {done}/{total} images")
+
+    table = compute_metric_table(
+        model,
+        discriminator,
+        choice.backbone,
+        rows,
+        batches(),
+        weights=weights,
+        config=preset.localize,
+        golden=golden,
+        masks=masks,
+        batch_size=preset.batch_size,
+        progress=table_progress,
+    )
+    seconds["metric_table_total"] = time.perf_counter() - begin
+    metrics = table.metrics
+    n_rows = max(len(rows), 1)
+    per_image = {"load": load_seconds / n_rows}
+    per_image.update({k: v / n_rows for k, v in table.seconds.items()})
+
+    # 4. composite score: shipped model, paper protocol, honest protocol
+    classifiers = config.classifiers or preset.classifiers
+    search = scoring.SearchConfig(
+        n_iter=config.iterations or preset.search_iterations,
+        n_splits=preset.search_folds,
+        seed=config.seed,
+        n_jobs=-1,
+    )
+    begin = time.perf_counter()
+    shipped = scoring.fit_composite_model(metrics, classifiers=classifiers, config=search)
+    seconds["fit_composite_model"] = time.perf_counter() - begin
+    log(
+        f"[evaluate] shipped model: {shipped.classifier_name}, ZFN threshold "
+        f"{shipped.threshold:.4f} from {shipped.n_abnormal_calibration} abnormal images"
+    )
+    begin = time.perf_counter()
+    paper = scoring.run_paper_protocol(metrics, classifiers=classifiers, config=search)
+    seconds["paper_protocol"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    honest = scoring.run_honest_protocol(
+        metrics, classifiers=classifiers, config=search, n_outer=preset.outer_folds
+    )
+    seconds["honest_protocol"] = time.perf_counter() - begin
+    holdout_rows = metrics[metrics["role"] == "holdout"]
+    holdout = (
+        scoring.evaluate(shipped, holdout_rows)
+        if len(holdout_rows) and holdout_rows["label"].nunique() == 2
+        else None
+    )
+
+    # 5. one new image at a time, as in production: load, reconstruct, features, metrics, score
+    timed = _rows(prepared.split, "holdout").head(config.end_to_end_images)
+    end_to_end = []
+    for row in timed.to_dict("records"):
+        tick = time.perf_counter()
+        image = load_images(pd.DataFrame([row]), size, options)
+        result = reconstruct(model, image, batch_size=1, discriminator=discriminator)
+        features = image_features(choice.backbone, image[0], result.x_hat[0])
+        outputs = reconstruction_frame(result).iloc[0]
+        outcome = image_metrics(
+            image[0],
+            result.x_hat[0],
+            features,
+            {k: float(v) for k, v in outputs.items() if np.isfinite(v)},
+            weights,
+            preset.localize,
+            golden=golden,
+        )
+        shipped.score(pd.DataFrame([outcome.metrics]))
+        end_to_end.append(time.perf_counter() - tick)
+    per_image["end_to_end"] = float(np.median(end_to_end)) if end_to_end else float("nan")
+
+    # 6. report
+    composite = honest.leaderboard[honest.leaderboard["classifier"] == "composite"].iloc[0]
+    paper_best = paper.leaderboard.iloc[0]
+    predictions = honest.predictions[honest.predictions["method"] == "composite"]
+    baselines = {
+        str(row["classifier"]): {**_split_metrics(row), "auroc": float(row["auroc_pooled"])}
+        for row in honest.leaderboard[honest.leaderboard["kind"] == "baseline"].to_dict("records")
+        if np.isfinite(row["auroc_pooled"])
+    }
+    hit_rate = localization_hit_rate(metrics)
+    labelled = prepared.manifest["label"]
+    report: dict[str, Any] = {
+        "title": f"VQGanoDIP evaluation: {Path(config.dataset.rstrip('/')).name} "
+        f"({config.preset} preset)",
+        "dataset": config.dataset,
+        "layout": prepared.layout,
+        "preset": config.preset,
+        "image_size": int(size),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_normal": int((labelled == "normal").sum()),
+        "n_abnormal": int((labelled == "abnormal").sum()),
+        "n_quarantined": len(prepared.quarantine),
+        "roles": {
+            role: {
+                "normal": int(counts.loc[role, "normal"]),
+                "abnormal": int(counts.loc[role, "abnormal"]),
+            }
+            for role in counts.index
+        },
+        "protocols": {
+            "paper": {
+                "classifier": str(paper_best["name"]),
+                **_split_metrics(paper_best),
+                "note": "leave-one-out scores; ZFN threshold = the lowest abnormal score of the "
+                "same images it is evaluated on (optimistic, as in the paper)",
+            },
+            "honest": {
+                "classifier": "composite (chosen inside each outer fold)",
+                **_split_metrics(composite),
+                "note": f"{preset.outer_folds} outer folds: model choice, search and threshold "
+                "on the training part only, metrics pooled over the unseen test parts",
+                "threshold": float(shipped.threshold),
+                "n_abnormal_calibration": int(shipped.n_abnormal_calibration),
+                "miss_bound": float(shipped.miss_probability_bound),
+            },
+        },
+        "holdout": None if holdout is None else _split_metrics(holdout),
+        "auroc": float(composite["auroc_pooled"]),
+        "baselines": baselines,
+        "leaderboards": {
+            "paper": _records(paper.leaderboard),
+            "honest": _records(honest.leaderboard),
+        },
+        "localization_hit_rate": hit_rate,
+        "seconds_per_image": {k: float(v) for k, v in per_image.items()},
+        "seconds_total": {k: float(v) for k, v in seconds.items()}
+        | {"wall": time.perf_counter() - started},
+        "peak_rss_mb": _peak_rss_mb(),
+        "backbone": choice.note,
+        "weighting_mask": bool(use_mask),
+        "vqgan": {
+            "steps": int(trained.step),
+            "train_images_per_s": float(trained.images_per_s),
+            "perceptual": str(trained.perceptual),
+        },
+        "versions": library_versions(("xgboost", "lightgbm", "imbalanced-learn")),
+        "machine": machine_info(),
+    }
+    if config.targets:
+        report["targets"] = list(config.targets)
+    figures = {
+        "score_distributions": scoring.plot_score_distributions(
+            predictions["score"], predictions["y"], None, "honest protocol: unseen-fold scores"
+        ),
+        "roc": scoring.plot_roc(predictions["score"], predictions["y"]),
+        "metric_importances": scoring.plot_metric_importances(
+            scoring.metric_importances(shipped, metrics[metrics["role"] == "classifier_set"])
+        ),
+    }
+    worst = worst_images_figure(
+        metrics,
+        pd.Series(shipped.score(metrics)),
+        table.patches,
+        rows,
+        size,
+        options,
+    )
+    if worst is not None:
+        figures["worst_images"] = to_png(worst)
+    report["figures"] = {
+        "score_distributions": {"caption": "Composite scores of unseen images (honest protocol)"},
+        "roc": {"caption": "ROC of the composite score on unseen folds"},
+        "metric_importances": {"caption": "The ten most important metrics of the shipped model"},
+        **(
+            {
+                "worst_images": {
+                    "caption": "Lowest-scored abnormal and highest-scored normal "
+                    "images (shipped model) with their top patches"
+                }
+            }
+            if worst is not None
+            else {}
+        ),
+    }
+    json_path, html_path = write_report(Path(out_dir), report, figures)
+    metrics.to_parquet(Path(out_dir) / "metrics.parquet", index=False)
+    log(
+        f"[evaluate] honest ZFN accuracy {composite['accuracy_zfn']:.2%} "
+        f"(missed {int(composite['missed_zfn'])}), paper-protocol ZFN accuracy "
+        f"{paper_best['accuracy_zfn']:.2%}; report: {html_path}"
+    )
+    return json_path, html_path, report
