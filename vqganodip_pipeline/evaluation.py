@@ -35,7 +35,7 @@ from vqganodip_pipeline.model.train import train_vqgan
 from vqganodip_pipeline.pipeline import (
     build_backbone,
     compute_metric_table,
-    compute_weighting_mask,
+    compute_normal_variation,
     localization_hit_rate,
     reconstruction_frame,
 )
@@ -267,7 +267,9 @@ def run_evaluation(
     mask_rows = _rows(prepared.split, "mask_calibration")
     mask_images = load_images(mask_rows, size, options)
     use_mask = config.use_mask if config.use_mask is not None else prepared.layout != "deeppcb"
-    weights = compute_weighting_mask(model, mask_images)[0] if use_mask else None
+    normal = compute_normal_variation(
+        model, mask_images, use_weights=use_mask, standardize=True, config=preset.localize
+    )
     golden = mask_images.mean(axis=0).round().astype(np.uint8)
     choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
     log(f"[evaluate] weighting mask {'on' if use_mask else 'off'}; backbone: {choice.note}")
@@ -304,7 +306,7 @@ def run_evaluation(
         choice.backbone,
         rows,
         batches(),
-        weights=weights,
+        normal=normal,
         config=preset.localize,
         golden=golden,
         masks=masks,
@@ -361,7 +363,7 @@ def run_evaluation(
             result.x_hat[0],
             features,
             {k: float(v) for k, v in outputs.items() if np.isfinite(v)},
-            weights,
+            normal,
             preset.localize,
             golden=golden,
         )

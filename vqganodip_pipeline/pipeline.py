@@ -23,7 +23,7 @@ from vqganodip_pipeline.features.backbones import (
     MobileNetBackbone,
 )
 from vqganodip_pipeline.localize.candidates import hit_defects
-from vqganodip_pipeline.localize.mask import difference_image, weighting_mask
+from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics, patches_frame
 from vqganodip_pipeline.model.reconstruct import Reconstruction, reconstruct
@@ -74,22 +74,33 @@ def build_backbone(
     return BackboneChoice(backbone, note)
 
 
-def compute_weighting_mask(
+def compute_normal_variation(
     model: VQGAN,
     images: np.ndarray,
     *,
+    use_weights: bool = True,
+    standardize: bool = True,
+    config: LocalizeConfig | None = None,
     batch_size: int = 8,
     precision: str = "fp32",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(W, mean Delta) from m unseen normal images ((m, H, W, 3) ``uint8``).
+) -> NormalVariation:
+    """The weighting mask W and the per-pixel difference statistics from m unseen normal
+    images ((m, H, W, 3) ``uint8``).
 
     Inference runs in fp32 by default: bf16 flips near-tie codes (whole 8x8 blocks change) and,
     on CPUs without AMX, was 20x slower here (20 images: 495 s bf16 vs 24 s fp32)."""
     if len(images) == 0:
         raise ValueError("the weighting mask needs at least one unseen normal image")
+    config = config or LocalizeConfig()
     result = reconstruct(model, images, batch_size=batch_size, precision=precision)
-    deltas = difference_image(images, result.x_hat)
-    return weighting_mask(deltas), deltas.mean(axis=0)
+    return normal_variation(
+        images,
+        result.x_hat,
+        use_weights=use_weights,
+        standardize=standardize,
+        sigma=config.z_sigma,
+        eps=config.z_eps,
+    )
 
 
 @dataclass
@@ -123,7 +134,7 @@ def metric_rows(
     outputs: pd.DataFrame,
     backbone: FeatureBackbone,
     *,
-    weights: np.ndarray | None,
+    normal: NormalVariation | None,
     config: LocalizeConfig,
     golden: np.ndarray | None = None,
     masks: Mapping[str, np.ndarray] | None = None,
@@ -147,7 +158,7 @@ def metric_rows(
         start = time.perf_counter()
         model_outputs = {k: float(v) for k, v in outputs.iloc[i].items() if np.isfinite(float(v))}
         outcome = image_metrics(
-            images[i], reconstructions[i], features, model_outputs, weights, config, golden=golden
+            images[i], reconstructions[i], features, model_outputs, normal, config, golden=golden
         )
         seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - start
         record: dict[str, Any] = {c: meta[c] for c in identity}
@@ -180,7 +191,7 @@ def compute_metric_table(
     rows: pd.DataFrame,
     image_batches: Iterable[np.ndarray],
     *,
-    weights: np.ndarray | None,
+    normal: NormalVariation | None,
     config: LocalizeConfig,
     golden: np.ndarray | None = None,
     masks: Mapping[str, np.ndarray] | None = None,
@@ -194,7 +205,7 @@ def compute_metric_table(
     Args:
         rows: one row per image, in the order of ``image_batches``.
         image_batches: (n, H, W, 3) ``uint8`` stacks, e.g. from data.loading.iter_image_batches.
-        weights: the weighting mask (None: raw variant only).
+        normal: weighting mask and difference statistics (None: raw variant only).
         masks: ground-truth defect masks by image_id, for the localisation hit counts.
         progress: called with (images done, total).
     """
@@ -219,7 +230,7 @@ def compute_metric_table(
             result.x_hat,
             reconstruction_frame(result),
             backbone,
-            weights=weights,
+            normal=normal,
             config=config,
             golden=golden,
             masks=masks,

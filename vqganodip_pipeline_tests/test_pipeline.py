@@ -17,7 +17,7 @@ from vqganodip_pipeline.model.vqgan import build_discriminator, build_vqgan
 from vqganodip_pipeline.pipeline import (
     build_backbone,
     compute_metric_table,
-    compute_weighting_mask,
+    compute_normal_variation,
     localization_hit_rate,
 )
 
@@ -66,10 +66,10 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
             "defect_type": data.defect_types,
         }
     )
-    weights, mean_delta = compute_weighting_mask(model, data.images[:3], precision="fp32")
-    assert weights.shape == (32, 32) and mean_delta.shape == (32, 32)
-    masks = {f"img{i}": data.masks[i] for i in range(6) if data.labels[i] == "abnormal"}
     config = LocalizeConfig(p=10, n=2, alpha=4, q=6, orb_keypoints=20)
+    normal = compute_normal_variation(model, data.images[:3], config=config)
+    assert normal.weights.shape == (32, 32) and normal.std.shape == (32, 32)
+    masks = {f"img{i}": data.masks[i] for i in range(6) if data.labels[i] == "abnormal"}
     batches = (data.images[i : i + 4] for i in range(0, 6, 4))
     table = compute_metric_table(
         model,
@@ -77,7 +77,7 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
         DiscriminatorBackbone(discriminator),
         rows,
         batches,
-        weights=weights,
+        normal=normal,
         config=config,
         golden=data.images[:3].mean(0).astype(np.uint8),
         masks=masks,
@@ -93,7 +93,7 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
     assert metrics["gt_defects"].notna().sum() == 3
     rate = localization_hit_rate(metrics)
     assert rate is not None and 0.0 <= rate <= 1.0
-    assert set(table.patches["variant"]) == {"raw", "weighted"}
+    assert set(table.patches["variant"]) == {"raw", "weighted", "standardized"}
     with pytest.raises(ValueError, match="got 4 images for 6 rows"):
         compute_metric_table(
             model,
@@ -101,7 +101,7 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
             DiscriminatorBackbone(discriminator),
             rows,
             iter([data.images[:4]]),
-            weights=None,
+            normal=None,
             config=config,
             precision="fp32",
         )

@@ -14,6 +14,7 @@ from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.features import backbones
 from vqganodip_pipeline.hashing import hash_frame
 from vqganodip_pipeline.localize import candidates, patch_distance
+from vqganodip_pipeline.localize.mask import NormalVariation
 from vqganodip_pipeline.metrics import distances
 from vqganodip_pipeline.metrics import table as table_module
 from vqganodip_pipeline.model import reconstruct as reconstruct_module
@@ -45,9 +46,8 @@ def model_bundle(payload: dict, settings: PipelineSettings):
     return checkpoint, choice
 
 
-def mask_weights(mask: dict[str, np.ndarray]) -> np.ndarray | None:
-    weights = mask["weights"]
-    return weights if weights.size else None
+def normal_of(mask: dict[str, np.ndarray]) -> NormalVariation:
+    return NormalVariation.from_arrays(mask)
 
 
 def ground_truth_masks(rows: pd.DataFrame, size: int, inbox: BatchInbox) -> dict[str, np.ndarray]:
@@ -109,7 +109,7 @@ def training_metrics(
                 rows, preset.batch_size, preset.image_size, inbox.storage_options()
             )
         ),
-        weights=mask_weights(weighting_mask),
+        normal=normal_of(weighting_mask),
         config=settings.localize_config(),
         golden=weighting_mask.get("golden"),
         masks=masks,
@@ -239,7 +239,7 @@ def batch_metrics(
             batch_reconstructions["x_hat"][span],
             outputs.iloc[span].reset_index(drop=True),
             choice.backbone,
-            weights=mask_weights(weighting_mask),
+            normal=normal_of(weighting_mask),
             config=settings.localize_config(),
             golden=weighting_mask.get("golden"),
             masks=masks,

@@ -17,7 +17,7 @@ from vqganodip_pipeline.model import train as train_module
 from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload, read_checkpoint_payload
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
-from vqganodip_pipeline.pipeline import compute_weighting_mask
+from vqganodip_pipeline.pipeline import compute_normal_variation
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
 
@@ -194,7 +194,8 @@ def vqgan_checkpoint_quality(
 class WeightingMaskConfig(dg.Config):
     """The weighting mask is for fixed-position products; switch it off for others."""
 
-    enabled: bool = True
+    enabled: bool = True  # the paper's W (weighted variant)
+    standardized: bool = True  # per-pixel difference statistics (standardized variant)
     alignment: str = "none"  # "phase": align each image to the first before differencing
 
 
@@ -211,9 +212,9 @@ def weighting_mask(
     settings: PipelineSettings,
     inbox: BatchInbox,
 ) -> dg.Output[dict[str, np.ndarray]]:
-    """W = 1 - norm(mean |x - x_hat|) over the m ``mask_calibration`` normal images (an empty
-    array when disabled: metrics then have only the raw variant), and their mean image, the
-    golden sample of the baseline."""
+    """What the m ``mask_calibration`` normal images teach: the paper's W = 1 - norm(mean
+    |x - x_hat|), the per-pixel mean and standard deviation of the difference (our standardized
+    variant), and their mean image, the golden sample of the baseline."""
     preset = settings.get_preset()
     rows = role_rows(dataset_split, "mask_calibration")
     if len(rows) == 0:
@@ -221,32 +222,33 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
-    # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
-    golden = images.mean(axis=0).round().astype(np.uint8)
-    if not config.enabled:
-        context.log.info("weighting mask disabled: raw metrics only")
-        arrays = {"weights": np.zeros((0, 0), np.float32), "golden": golden}
-        return dg.Output(
-            arrays,
-            data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
-            metadata={"enabled": False, "m": len(rows)},
-        )
     checkpoint = checkpoint_from_payload(vqgan_checkpoint)
-    weights, mean_delta = compute_weighting_mask(
-        checkpoint.model, images, batch_size=preset.batch_size
+    normal = compute_normal_variation(
+        checkpoint.model,
+        images,
+        use_weights=config.enabled,
+        standardize=config.standardized,
+        config=settings.localize_config(),
+        batch_size=preset.batch_size,
     )
-    arrays = {"weights": weights, "mean_delta": mean_delta.astype(np.float32), "golden": golden}
+    # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
+    arrays = {**normal.to_arrays(), "golden": images.mean(axis=0).round().astype(np.uint8)}
+    metadata: dict = {
+        "m": len(rows),
+        "weighting_mask": config.enabled,
+        "standardized": config.standardized,
+    }
+    if normal.weights is not None:
+        metadata["mean_weight"] = float(normal.weights.mean())
+        metadata["share_below_0.5"] = float((normal.weights < 0.5).mean())
+        metadata["heat_map"] = image_markdown(
+            np.concatenate([images[0], heatmap(normal.weights, lo=0.0, hi=1.0)], axis=1),
+            "weighting mask W (bright = trusted pixels)",
+        )
+    if normal.std is not None:
+        metadata["normal_variation"] = image_markdown(
+            heatmap(normal.std), "per-pixel standard deviation of the difference on normal units"
+        )
     return dg.Output(
-        arrays,
-        data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
-        metadata={
-            "enabled": True,
-            "m": len(rows),
-            "mean_weight": float(weights.mean()),
-            "share_below_0.5": float((weights < 0.5).mean()),
-            "heat_map": image_markdown(
-                np.concatenate([images[0], heatmap(weights, lo=0.0, hi=1.0)], axis=1),
-                "weighting mask (bright = trusted pixels)",
-            ),
-        },
+        arrays, data_version=dg.DataVersion(hash_arrays(arrays)[:16]), metadata=metadata
     )

@@ -6,15 +6,25 @@ Column names are ``<level>__<metric>__<aggregate>__<variant>``:
   selected zoom-out-and-shift patches), ``baseline`` (reference detectors, not classifier input);
 - metric: e.g. ``mse``, ``delta``, ``top_p``, ``fid``, ``ssim``, ``bray_curtis`` ...;
 - aggregate: ``value`` for a single number, else one of sum, max, min, mean, q1, median, q3;
-- variant: ``raw`` (on Delta) or ``weighted`` (on Delta * W, the weighting mask).
+- variant: ``raw`` (on Delta), ``weighted`` (on Delta * W, the paper's weighting mask) or
+  ``standardized`` (ours: on z+, the difference in units of normal variation, see
+  localize/mask.py).
 
 docs/METRICS.md lists every column. All values are finite floats: degenerate cases have
 documented values (metrics/distances.py), and a non-finite value is an error naming the image.
 
-Weighted variant: pixels are selected on Delta * W; each selected patch's perceptual distance is
-multiplied by the mean of W over the patch, and the per-pixel patch distances compare the two
-patches after both are multiplied by W. Model outputs (quantization loss, discriminator logits,
-codes used, perceptual loss) and ORB matching exist once per image (variant ``raw``).
+Per variant: the p highest pixels of the variant's map seed the zoom-out-and-shift candidates,
+q of them are kept, and every metric is computed on those. Candidates are ranked
+
+- raw: by their perceptual distance (the paper);
+- weighted: by perceptual distance times the mean of W over the patch, and the per-pixel patch
+  distances compare the two patches after both are multiplied by W;
+- standardized: by the mean of z+ over the patch (how unusual the patch is for a normal unit;
+  the perceptual distance of a blurry reconstruction is high on every edge, see docs), with
+  ``patch__zscore`` (that mean) as an extra metric.
+
+Model outputs (quantization loss, discriminator logits, codes used, perceptual loss) and ORB
+matching exist once per image (variant ``raw``).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline.localize.candidates import top_p_pixels, zoom_out_and_shift
-from vqganodip_pipeline.localize.mask import difference_image
+from vqganodip_pipeline.localize.mask import NormalVariation, difference_image
 from vqganodip_pipeline.localize.patch_distance import (
     ESTIMATORS,
     ImageFeatures,
@@ -36,7 +46,7 @@ from vqganodip_pipeline.metrics.aggregates import AGGREGATES, aggregate
 from vqganodip_pipeline.metrics.distances import PATCH_DISTANCES, paired_patch_distances
 from vqganodip_pipeline.metrics.keypoints import KEYPOINT_METRICS, orb_keypoint_matching
 
-VARIANTS = ("raw", "weighted")
+VARIANTS = ("raw", "weighted", "standardized")
 MODEL_OUTPUTS = ("mse", "quant_loss", "codes_used", "disc_logit_x", "disc_logit_xhat", "perceptual")
 
 
@@ -53,6 +63,8 @@ class LocalizeConfig:
         estimator: perceptual distance estimator, ``pooled`` or ``frechet``.
         orb: compute the ORB keypoint-matching metrics.
         orb_keypoints: ORB keypoints per image.
+        z_sigma: smoothing in px of the difference before standardizing (standardized variant).
+        z_eps: floor added to the per-pixel standard deviation (difference units, [0, 1]).
     """
 
     p: int = 100
@@ -63,6 +75,8 @@ class LocalizeConfig:
     estimator: str = "pooled"
     orb: bool = True
     orb_keypoints: int = 200
+    z_sigma: float = 1.0
+    z_eps: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("p", "n", "alpha", "q"):
@@ -104,7 +118,7 @@ def image_metrics(
     x_hat: np.ndarray,
     features: ImageFeatures,
     model_outputs: dict[str, float],
-    weights: np.ndarray | None,
+    normal: NormalVariation | None,
     config: LocalizeConfig,
     golden: np.ndarray | None = None,
 ) -> ImageResult:
@@ -115,12 +129,13 @@ def image_metrics(
         features: backbone feature maps of both (localize.patch_distance.image_features).
         model_outputs: the reconstruction's per-image outputs, keys of :data:`MODEL_OUTPUTS`
             (``perceptual`` may be absent).
-        weights: (H, W) weighting mask in [0, 1], or None for products not at a fixed position
-            (then only the ``raw`` variant is computed).
+        normal: what the m unseen normal images say (weighting mask W and/or per-pixel
+            statistics); None, or parts of it None, leave the matching variants out.
         config: GanoDIP parameters.
         golden: optional (H, W, 3) mean normal image for the golden-sample baseline.
     """
     height, width = x.shape[:2]
+    weights = None if normal is None else normal.weights
     if weights is not None and weights.shape != (height, width):
         raise ValueError(f"weighting mask is {weights.shape}, image is {(height, width)}")
     delta = difference_image(x, x_hat).astype(np.float64)
@@ -145,13 +160,14 @@ def image_metrics(
     x_hat_unit = x_hat.astype(np.float64) / 255.0
     patches_out: dict[str, np.ndarray] = {}
     distances_out: dict[str, np.ndarray] = {}
-    variants = VARIANTS if weights is not None else ("raw",)
-    for variant in variants:
-        w = weights.astype(np.float64) if variant == "weighted" else None
-        d = delta * w if w is not None else delta
-        if w is not None:
-            squared = ((x_unit - x_hat_unit) ** 2) * w[:, :, None]
-            row["image__mse__value__weighted"] = float(squared.mean())
+    maps: dict[str, np.ndarray] = {"raw": delta}
+    if weights is not None:
+        maps["weighted"] = delta * weights.astype(np.float64)
+        squared = ((x_unit - x_hat_unit) ** 2) * weights[:, :, None]
+        row["image__mse__value__weighted"] = float(squared.mean())
+    if normal is not None and normal.mean is not None:
+        maps["standardized"] = normal.standardize(x, x_hat)
+    for variant, d in maps.items():
         _put(row, "image", "delta", variant, d)
         pixels = top_p_pixels(d, config.p)
         _put(row, "pixel", "top_p", variant, d[pixels[:, 0], pixels[:, 1]])
@@ -160,20 +176,27 @@ def image_metrics(
             pixels, (height, width), n=config.n, alpha=config.alpha, shift=config.shift
         )
         distances = patch_distances_fast(features, candidates, config.estimator)
-        if w is not None:
-            distances = distances * _patch_means(w, candidates)
-        chosen = select_top_q(distances, candidates, config.q)
+        if variant == "weighted":
+            distances = distances * _patch_means(weights, candidates)
+            ranking = distances
+        elif variant == "standardized":
+            ranking = _patch_means(d, candidates)
+        else:
+            ranking = distances
+        chosen = select_top_q(ranking, candidates, config.q)
         selected, selected_distances = candidates[chosen], distances[chosen]
         patches_out[variant], distances_out[variant] = selected, selected_distances
         _put(row, "patch", "fid", variant, selected_distances)
         _put(row, "patch", "side", variant, selected[:, 2].astype(np.float64))
+        if variant == "standardized":
+            _put(row, "patch", "zscore", variant, ranking[chosen])
 
         originals, reconstructions = [], []
         for top, left, size in selected:
             a = x_unit[top : top + size, left : left + size]
             b = x_hat_unit[top : top + size, left : left + size]
-            if w is not None:
-                patch_w = w[top : top + size, left : left + size, None]
+            if variant == "weighted":
+                patch_w = weights[top : top + size, left : left + size, None]
                 a, b = a * patch_w, b * patch_w
             originals.append(a)
             reconstructions.append(b)
@@ -187,7 +210,10 @@ def image_metrics(
 
 
 def metric_column_names(
-    weighted: bool = True, orb: bool = True, perceptual: bool = True
+    weighted: bool = True,
+    standardized: bool = True,
+    orb: bool = True,
+    perceptual: bool = True,
 ) -> list[str]:
     """Every metric column an image row can hold, in a stable order (documentation, checks)."""
     names: list[str] = []
@@ -197,15 +223,17 @@ def metric_column_names(
     names += ["image__disc_gap__value__raw", "image__fid__value__raw"]
     if orb:
         names += [f"image__orb_{name}__value__raw" for name in KEYPOINT_METRICS]
-    for variant in VARIANTS if weighted else ("raw",):
+    variants = (
+        ["raw"] + (["weighted"] if weighted else []) + (["standardized"] if standardized else [])
+    )
+    for variant in variants:
         if variant == "weighted":
             names.append("image__mse__value__weighted")
-        for level, metric in [
-            ("image", "delta"),
-            ("pixel", "top_p"),
-            ("patch", "fid"),
-            ("patch", "side"),
-        ] + [("patch", name) for name in PATCH_DISTANCES]:
+        sets = [("image", "delta"), ("pixel", "top_p"), ("patch", "fid"), ("patch", "side")]
+        if variant == "standardized":
+            sets.append(("patch", "zscore"))
+        sets += [("patch", name) for name in PATCH_DISTANCES]
+        for level, metric in sets:
             names += [f"{level}__{metric}__{agg}__{variant}" for agg in AGGREGATES]
     return names
 
@@ -247,6 +275,7 @@ _SET_DESCRIPTIONS = {
     ("patch", "fid"): "perceptual (FID-style) distance of the q selected patches",
     ("patch", "side"): "side in px of the q selected patches",
 }
+_VARIANT_NAMES = "{raw,weighted,standardized}"
 
 
 def metric_documentation() -> str:
@@ -260,7 +289,8 @@ def metric_documentation() -> str:
         "this file in step with the code. Names are `<level>__<metric>__<aggregate>__<variant>`:",
         "aggregate `value` for single numbers, else one of "
         + ", ".join(f"`{a}`" for a in AGGREGATES)
-        + "; variant `raw` (on Delta) or `weighted` (on Delta * W, the weighting mask). "
+        + "; variant `raw` (on Delta), `weighted` (on Delta * W, the paper's weighting mask) "
+        "or `standardized` (on z+, the difference in units of normal variation). "
         "Patch metrics compare the original and reconstructed patch (pixels in [0, 1]; the",
         "weighted variant multiplies both by W); see metrics/distances.py for the conventions",
         "of degenerate patches. `baseline__*` columns are reference detectors and are not",
@@ -278,11 +308,15 @@ def metric_documentation() -> str:
         )
     aggregates = "{" + ",".join(AGGREGATES) + "}"
     for (level, metric), text in _SET_DESCRIPTIONS.items():
-        lines.append(f"| `{level}__{metric}__{aggregates}__{{raw,weighted}}` | {text} |")
+        lines.append(f"| `{level}__{metric}__{aggregates}__{_VARIANT_NAMES}` | {text} |")
+    lines.append(
+        f"| `patch__zscore__{aggregates}__standardized` | mean z+ (difference in units of "
+        "normal variation) of each of the q patches |"
+    )
     for name, direction in PATCH_METRIC_DIRECTION.items():
         kind = "similarity" if direction.startswith("higher") else "distance"
         lines.append(
-            f"| `patch__{name}__{aggregates}__{{raw,weighted}}` | {name.replace('_', ' ')} "
+            f"| `patch__{name}__{aggregates}__{_VARIANT_NAMES}` | {name.replace('_', ' ')} "
             f"{kind} of each of the q patches |"
         )
     lines += [
@@ -291,9 +325,10 @@ def metric_documentation() -> str:
         "| `gt_defects`, `gt_defects_hit_{raw,weighted}` | ground-truth defects (connected "
         "components or boxes) and how many a selected patch touches |",
         "",
-        f"With the weighting mask: {len(metric_column_names())} metric columns per image "
+        f"All three variants: {len(metric_column_names())} metric columns per image "
         f"({len(metric_column_names(perceptual=False))} when the VQGAN has no perceptual loss); "
-        f"without it: {len(metric_column_names(weighted=False))}.",
+        "raw only (no normal images to learn from): "
+        f"{len(metric_column_names(weighted=False, standardized=False))}.",
         "",
     ]
     return "\n".join(lines)

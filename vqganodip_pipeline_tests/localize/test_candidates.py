@@ -109,3 +109,41 @@ def test_difference_and_weighting_mask() -> None:
     assert (weighting_mask(np.zeros((3, 4, 4))) == 1).all()
     with pytest.raises(ValueError, match="shapes differ"):
         difference_image(x[0], x_hat[0, :3])
+
+
+def test_normal_variation_standardizes_in_units_of_normal_spread() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
+
+    rng = np.random.default_rng(3)
+    normals = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    recons = np.clip(normals.astype(int) + rng.integers(-9, 10, normals.shape), 0, 255).astype(
+        np.uint8
+    )
+    stats = normal_variation(normals, recons, sigma=1.0, eps=0.01)
+    smoothed = [
+        np.abs(gaussian_filter(a.astype(float) - b, (1, 1, 0), mode="nearest")).mean(-1) / 255
+        for a, b in zip(normals, recons, strict=True)
+    ]
+    np.testing.assert_allclose(stats.mean, np.mean(smoothed, 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats.std, np.std(smoothed, 0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(stats.weights, weighting_mask(difference_image(normals, recons)))
+    image, recon = normals[0].copy(), recons[0].copy()
+    image[4:8, 4:8] = 255 - recon[4:8, 4:8]  # a defect the normal units never show
+    z = stats.standardize(image, recon)
+    expected = np.maximum(
+        (difference_image(image, recon, 1.0) - stats.mean) / (stats.std + 0.01), 0
+    )
+    np.testing.assert_allclose(z, expected, rtol=1e-5)
+    assert z[5, 5] > 5 * np.median(z)
+    restored = NormalVariation.from_arrays(stats.to_arrays())
+    np.testing.assert_array_equal(restored.weights, stats.weights)
+    np.testing.assert_allclose(restored.std, stats.std, rtol=1e-6)
+    assert restored.sigma == 1.0 and restored.eps == 0.01
+    only_w = NormalVariation.from_arrays(
+        normal_variation(normals, recons, standardize=False).to_arrays()
+    )
+    assert only_w.mean is None and only_w.weights is not None
+    with pytest.raises(ValueError, match="no normal-variation statistics"):
+        only_w.standardize(image, recon)

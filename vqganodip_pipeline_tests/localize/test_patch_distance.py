@@ -15,7 +15,6 @@ from vqganodip_pipeline.localize.patch_distance import (
     cell_ranges,
     image_features,
     patch_distances_fast,
-    patch_distances_naive,
     patch_distances_resized,
     select_top_q,
 )

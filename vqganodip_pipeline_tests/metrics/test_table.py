@@ -9,6 +9,7 @@ import pytest
 from vqganodip_pipeline.data.synthetic import make_layout, render_unit
 from vqganodip_pipeline.features.backbones import DiscriminatorBackbone
 from vqganodip_pipeline.localize.candidates import hit_defects
+from vqganodip_pipeline.localize.mask import NormalVariation
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import (
     LocalizeConfig,
@@ -28,6 +29,14 @@ OUTPUTS = {
 }
 
 
+def flat_normal(size: int, weights: np.ndarray | None = None) -> NormalVariation:
+    """Normal units that never differ from their reconstruction: W = 1, mean 0, std 0."""
+    zeros = np.zeros((size, size))
+    return NormalVariation(
+        weights=np.ones((size, size)) if weights is None else weights, mean=zeros, std=zeros
+    )
+
+
 @pytest.fixture(scope="module")
 def backbone() -> DiscriminatorBackbone:
     config, _ = vqgan_preset("tiny")
@@ -42,9 +51,9 @@ def test_planted_defect_is_among_the_selected_patches(backbone, defect: str) -> 
     x_hat, _ = render_unit(layout, size=128, seed=5)
     config = LocalizeConfig(p=30, n=3, alpha=4, q=20)
     result = image_metrics(
-        x, x_hat, image_features(backbone, x, x_hat), OUTPUTS, np.ones((128, 128)), config
+        x, x_hat, image_features(backbone, x, x_hat), OUTPUTS, flat_normal(128), config
     )
-    for variant in ("raw", "weighted"):
+    for variant in ("raw", "weighted", "standardized"):
         n_defects, n_hit = hit_defects(result.patches[variant], truth)
         assert n_defects >= 1 and n_hit == n_defects
     assert result.metrics["patch__fid__max__raw"] > 0
@@ -54,13 +63,14 @@ def test_planted_defect_is_among_the_selected_patches(backbone, defect: str) -> 
 def test_identical_reconstruction_gives_finite_documented_values(backbone) -> None:
     x, _ = render_unit(make_layout(0), size=64, seed=1)
     config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
-    result = image_metrics(x, x, image_features(backbone, x, x), OUTPUTS, np.ones((64, 64)), config)
+    result = image_metrics(x, x, image_features(backbone, x, x), OUTPUTS, flat_normal(64), config)
     values = np.array(list(result.metrics.values()))
     assert np.isfinite(values).all()
     assert result.metrics["patch__ssim__min__raw"] == 1.0
     assert result.metrics["patch__euclidean__max__weighted"] == 0.0
     assert result.metrics["patch__fid__sum__raw"] == 0.0
     assert result.metrics["image__delta__max__raw"] == 0.0
+    assert result.metrics["patch__zscore__max__standardized"] == 0.0
 
 
 def test_columns_match_the_documented_names(backbone) -> None:
@@ -70,18 +80,19 @@ def test_columns_match_the_documented_names(backbone) -> None:
     golden = x_hat
     config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
     features = image_features(backbone, x, x_hat)
-    weighted = image_metrics(x, x_hat, features, OUTPUTS, np.ones((64, 64)), config, golden=golden)
+    weighted = image_metrics(x, x_hat, features, OUTPUTS, flat_normal(64), config, golden=golden)
     names = set(metric_column_names(perceptual=False))
     assert set(weighted.metrics) - {"baseline__golden_mse__value__raw"} == names
     raw_only = image_metrics(x, x_hat, features, OUTPUTS, None, config)
-    assert set(raw_only.metrics) == set(metric_column_names(weighted=False, perceptual=False))
+    expected = metric_column_names(weighted=False, standardized=False, perceptual=False)
+    assert set(raw_only.metrics) == set(expected)
     frame = patches_frame("img", weighted)
-    assert set(frame["variant"]) == {"raw", "weighted"}
+    assert set(frame["variant"]) == {"raw", "weighted", "standardized"}
     assert (frame.groupby("variant").size() <= 8).all()
     # weights that zero the defect region drop it from the weighted selection
     _, truth = render_unit(layout, size=64, seed=2, defect="scratch")
     weights = np.where(truth, 0.0, 1.0)
-    masked = image_metrics(x, x_hat, features, OUTPUTS, weights, config)
+    masked = image_metrics(x, x_hat, features, OUTPUTS, flat_normal(64, weights), config)
     assert masked.metrics["pixel__top_p__max__weighted"] == 0.0
     assert masked.metrics["pixel__top_p__max__raw"] > 0.0
 
@@ -94,7 +105,7 @@ def test_bad_configuration_is_a_clear_error(backbone) -> None:
     x, _ = render_unit(make_layout(0), size=64, seed=1)
     with pytest.raises(ValueError, match="weighting mask is"):
         image_metrics(
-            x, x, image_features(backbone, x, x), OUTPUTS, np.ones((32, 32)), LocalizeConfig()
+            x, x, image_features(backbone, x, x), OUTPUTS, flat_normal(32), LocalizeConfig()
         )
 
 
@@ -107,5 +118,5 @@ def test_metrics_documentation_is_up_to_date() -> None:
     assert path.read_text() == metric_documentation(), (
         "docs/METRICS.md is stale: regenerate it with "
         "python -c 'from vqganodip_pipeline.metrics.table import metric_documentation as m; "
-        "open(\"docs/METRICS.md\", \"w\").write(m())'"
+        'open("docs/METRICS.md", "w").write(m())\''
     )
