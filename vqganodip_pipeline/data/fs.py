@@ -20,6 +20,26 @@ class StorageUnreachableError(OSError):
     """The storage behind a URI cannot be reached (bucket missing, endpoint down, no access)."""
 
 
+def s3_options(
+    endpoint_url: str | None = None,
+    key: str | None = None,
+    secret: str | None = None,
+    region: str | None = None,
+) -> dict[str, Any]:
+    """fsspec/s3fs storage options from the few settings people configure (unset ones left out,
+    so that s3fs falls back to the usual AWS environment variables and files)."""
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if key:
+        options["key"] = key
+    if secret:
+        options["secret"] = secret
+    if region:
+        options["client_kwargs"] = {"region_name": region}
+    return options
+
+
 def filesystem(
     uri: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -6,7 +6,13 @@ from typing import Any
 
 import dagster as dg
 
-from vqganodip_pipeline.data.fs import check_reachable, filesystem, is_local, join_uri
+from vqganodip_pipeline.data.fs import (
+    check_reachable,
+    filesystem,
+    is_local,
+    join_uri,
+    s3_options,
+)
 
 
 class BatchInbox(dg.ConfigurableResource):
@@ -24,14 +30,7 @@ class BatchInbox(dg.ConfigurableResource):
     settle_seconds: float = 30.0
 
     def storage_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
-        if self.key:
-            options["key"] = self.key
-        if self.secret:
-            options["secret"] = self.secret
-        return options
+        return s3_options(self.endpoint_url, self.key, self.secret)
 
     def batch_uri(self, batch: str) -> str:
         return join_uri(self.root, batch)

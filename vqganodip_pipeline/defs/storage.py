@@ -18,7 +18,7 @@ from dagster import UPathIOManager
 from upath import UPath
 
 from vqganodip_pipeline import serialization
-from vqganodip_pipeline.data.fs import check_reachable
+from vqganodip_pipeline.data.fs import check_reachable, s3_options
 from vqganodip_pipeline.hashing import sha256_hex
 
 POINTER = "LATEST"
@@ -39,16 +39,7 @@ class StorageLocation(dg.ConfigurableResource):
     region: str | None = None
 
     def storage_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
-        if self.key:
-            options["key"] = self.key
-        if self.secret:
-            options["secret"] = self.secret
-        if self.region:
-            options["client_kwargs"] = {"region_name": self.region}
-        return options
+        return s3_options(self.endpoint_url, self.key, self.secret, self.region)
 
     def is_remote(self) -> bool:
         return "://" in self.base_path and not self.base_path.startswith("file://")
