@@ -99,7 +99,11 @@ def vqgan_checkpoint(
         "steps": result.step,
         "best_step": result.best_step if result.best_step is not None else result.step,
         "stopped_early": result.stopped_early,
-        "train_images_per_s": float(result.images_per_s),
+        # a call that resumed a finished run trains nothing: report the run's own throughput
+        "train_images_per_s": float(
+            result.images_per_s
+            or np.mean([r["images_per_s"] for r in result.history.get("train", [])] or [0.0])
+        ),
         "perceptual_backbone": result.perceptual,
         "data_hash": data_hash,
         "config": dg.MetadataValue.json(model_config.to_dict()),
