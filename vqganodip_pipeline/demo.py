@@ -76,7 +76,11 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     root = Path(workdir).resolve()
     os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home"))
     os.environ.setdefault("VQGANODIP_WORK", str(root / ".vqganodip_work"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        # offline-first: no usage statistics leave the machine unless the user opts in
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     inbox, storage, truth_dir = root / "inbox", root / "storage", root / "demo_truth"
     if fresh:
         for batch in (REFERENCE_BATCH, PRODUCTION_BATCH):
