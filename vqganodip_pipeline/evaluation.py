@@ -62,8 +62,9 @@ class EvaluationConfig:
         size: working resolution in px; None = the preset's, except DeepPCB which keeps its
             native 640 px (its defects are a few px wide and vanish when shrunk).
         weights: optional local ImageNet MobileNetV2 weights for perceptual features.
-        use_mask: weighting mask on/off; None = on, except DeepPCB (every image is another
-            board region, so there is no fixed position to learn variation at).
+        use_mask: normal-variation statistics (the weighting mask W and the standardized
+            variant) on/off; None = on, except DeepPCB (every image is another board region,
+            so there is no fixed position to learn variation at).
         steps, iterations: overrides of the preset's training steps and search iterations.
         classifiers: classifier codes (None: the preset's).
         seed: seeds the split, the training and the search.
@@ -268,7 +269,7 @@ def run_evaluation(
     mask_images = load_images(mask_rows, size, options)
     use_mask = config.use_mask if config.use_mask is not None else prepared.layout != "deeppcb"
     normal = compute_normal_variation(
-        model, mask_images, use_weights=use_mask, standardize=True, config=preset.localize
+        model, mask_images, use_weights=use_mask, standardize=use_mask, config=preset.localize
     )
     golden = mask_images.mean(axis=0).round().astype(np.uint8)
     choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
