@@ -46,6 +46,7 @@ def build_definitions(
             model_assets.weighting_mask,
             metric_assets.training_metrics,
             scoring_assets.composite_score_model,
+            scoring_assets.evaluation_report,
             metric_assets.batch_reconstructions,
             metric_assets.batch_metrics,
             scoring_assets.batch_scores,

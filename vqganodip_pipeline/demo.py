@@ -150,7 +150,7 @@ def summary(
         f"from {model.n_abnormal_calibration} abnormal calibration images "
         f"(miss-probability bound {model.miss_probability_bound:.3f})"
     )
-    honest = bundle["leaderboards"].get("honest")
+    honest = bundle["outcome"].honest_leaderboard
     if honest is not None:
         composite = honest[honest["classifier"] == "composite"]
         if len(composite):
@@ -164,7 +164,7 @@ def summary(
         columns = ["classifier", "accuracy_zfn", "fpr_zfn", "missed_zfn", "auroc_pooled"]
         shown = honest[columns].head(8)
         lines += ["    " + line for line in shown.to_string(index=False).splitlines()]
-    holdout = bundle.get("holdout")
+    holdout = bundle["outcome"].holdout
     if holdout is not None:
         lines.append(
             f"[demo] holdout: ZFN accuracy {holdout['accuracy_zfn']:.1%}, "

@@ -201,12 +201,235 @@ def worst_images_figure(
     return contact_sheet(tiles, captions, columns=count, thumb=192)
 
 
+def end_to_end_seconds(
+    model: Any,
+    discriminator: Any,
+    backbone: Any,
+    normal: Any,
+    golden: np.ndarray | None,
+    config: Any,
+    shipped: Any,
+    rows: pd.DataFrame,
+    size: int,
+    storage_options: Mapping[str, Any],
+) -> list[float]:
+    """Seconds to score each image of ``rows`` on its own, as a production image arrives:
+    read, reconstruct, features, metrics, composite score."""
+    latencies = []
+    for row in rows.to_dict("records"):
+        tick = time.perf_counter()
+        image = load_images(pd.DataFrame([row]), size, storage_options)
+        result = reconstruct(model, image, batch_size=1, discriminator=discriminator)
+        features = image_features(backbone, image[0], result.x_hat[0])
+        outputs = reconstruction_frame(result).iloc[0]
+        single = image_metrics(
+            image[0],
+            result.x_hat[0],
+            features,
+            {k: float(v) for k, v in outputs.items() if np.isfinite(v)},
+            normal,
+            config,
+            golden=golden,
+        )
+        shipped.score(pd.DataFrame([single.metrics]))
+        latencies.append(time.perf_counter() - tick)
+    return latencies
+
+
+@dataclass
+class ScoringOutcome:
+    """The shipped composite model and how it was evaluated (paper and honest protocols)."""
+
+    shipped: Any  # scoring.CompositeScoreModel
+    paper_leaderboard: pd.DataFrame | None
+    honest_leaderboard: pd.DataFrame | None
+    honest_predictions: pd.DataFrame | None
+    holdout: dict[str, Any] | None
+    seconds: dict[str, float]
+
+
+def score_metric_table(
+    metrics: pd.DataFrame,
+    *,
+    classifiers: tuple[str, ...] | None,
+    search: scoring.SearchConfig,
+    outer_folds: int,
+    margin: float = 0.0,
+    paper_protocol: bool = True,
+    honest_protocol: bool = True,
+    log: Log = print,
+    progress: Callable[[Any], None] | None = None,
+) -> ScoringOutcome:
+    """Fit the shipped model on the ``classifier_set`` rows, run the protocols, and check the
+    shipped threshold on the ``holdout`` rows."""
+    seconds: dict[str, float] = {}
+    begin = time.perf_counter()
+    shipped = scoring.fit_composite_model(
+        metrics, classifiers=classifiers, config=search, margin=margin, progress=progress
+    )
+    seconds["fit_composite_model"] = time.perf_counter() - begin
+    log(
+        f"[evaluate] shipped model: {shipped.classifier_name}, ZFN threshold "
+        f"{shipped.threshold:.4f} from {shipped.n_abnormal_calibration} abnormal images"
+    )
+    paper = honest = None
+    if paper_protocol:
+        begin = time.perf_counter()
+        paper = scoring.run_paper_protocol(
+            metrics, classifiers=classifiers, config=search, progress=progress
+        )
+        seconds["paper_protocol"] = time.perf_counter() - begin
+    if honest_protocol:
+        begin = time.perf_counter()
+        honest = scoring.run_honest_protocol(
+            metrics,
+            classifiers=classifiers,
+            config=search,
+            n_outer=outer_folds,
+            margin=margin,
+            progress=progress,
+        )
+        seconds["honest_protocol"] = time.perf_counter() - begin
+    holdout_rows = metrics[metrics["role"] == "holdout"]
+    holdout = (
+        scoring.evaluate(shipped, holdout_rows)
+        if len(holdout_rows) and holdout_rows["label"].nunique() == 2
+        else None
+    )
+    return ScoringOutcome(
+        shipped=shipped,
+        paper_leaderboard=None if paper is None else paper.leaderboard,
+        honest_leaderboard=None if honest is None else honest.leaderboard,
+        honest_predictions=None
+        if honest is None
+        else honest.predictions[honest.predictions["method"] == "composite"],
+        holdout=holdout,
+        seconds=seconds,
+    )
+
+
+def build_report(
+    *,
+    dataset: str,
+    layout: str,
+    preset: str,
+    size: int,
+    labels: pd.Series,
+    n_quarantined: int,
+    split: pd.DataFrame,
+    metrics: pd.DataFrame,
+    outcome: ScoringOutcome,
+    outer_folds: int,
+    seconds_per_image: Mapping[str, float],
+    seconds_total: Mapping[str, float],
+    extra: Mapping[str, Any] | None = None,
+    targets: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """The report dict (see reporting.SCHEMA) from what an evaluation produced."""
+    if outcome.paper_leaderboard is None or outcome.honest_leaderboard is None:
+        raise ValueError("a report needs both the paper and the honest protocol")
+    shipped = outcome.shipped
+    honest = outcome.honest_leaderboard
+    composite = honest[honest["classifier"] == "composite"].iloc[0]
+    paper_best = outcome.paper_leaderboard.iloc[0]
+    counts = role_counts(split)
+    baselines = {
+        str(row["classifier"]): {**_split_metrics(row), "auroc": float(row["auroc_pooled"])}
+        for row in honest[honest["kind"] == "baseline"].to_dict("records")
+        if np.isfinite(row["auroc_pooled"])
+    }
+    report: dict[str, Any] = {
+        "title": f"VQGanoDIP evaluation: {Path(dataset.rstrip('/')).name} ({preset} preset)",
+        "dataset": dataset,
+        "layout": layout,
+        "preset": preset,
+        "image_size": int(size),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_normal": int((labels == "normal").sum()),
+        "n_abnormal": int((labels == "abnormal").sum()),
+        "n_quarantined": int(n_quarantined),
+        "roles": {
+            role: {
+                "normal": int(counts.loc[role, "normal"]),
+                "abnormal": int(counts.loc[role, "abnormal"]),
+            }
+            for role in counts.index
+        },
+        "protocols": {
+            "paper": {
+                "classifier": str(paper_best["name"]),
+                **_split_metrics(paper_best),
+                "note": "leave-one-out scores; ZFN threshold = the lowest abnormal score of the "
+                "same images it is evaluated on (optimistic, as in the paper)",
+            },
+            "honest": {
+                "classifier": "composite (chosen inside each outer fold)",
+                **_split_metrics(composite),
+                "note": f"{outer_folds} outer folds: model choice, search and threshold "
+                "on the training part only, metrics pooled over the unseen test parts",
+                "threshold": float(shipped.threshold),
+                "n_abnormal_calibration": int(shipped.n_abnormal_calibration),
+                "miss_bound": float(shipped.miss_probability_bound),
+            },
+        },
+        "holdout": None if outcome.holdout is None else _split_metrics(outcome.holdout),
+        "auroc": float(composite["auroc_pooled"]),
+        "baselines": baselines,
+        "leaderboards": {
+            "paper": _records(outcome.paper_leaderboard),
+            "honest": _records(honest),
+        },
+        "localization_hit_rate": localization_hit_rate(metrics),
+        "seconds_per_image": {k: float(v) for k, v in seconds_per_image.items()},
+        "seconds_total": {k: float(v) for k, v in seconds_total.items()},
+        "peak_rss_mb": _peak_rss_mb(),
+        "versions": library_versions(("xgboost", "lightgbm", "imbalanced-learn")),
+        "machine": machine_info(),
+        **dict(extra or {}),
+    }
+    if targets:
+        report["targets"] = list(targets)
+    return report
+
+
+def report_figures(
+    report: dict[str, Any],
+    metrics: pd.DataFrame,
+    outcome: ScoringOutcome,
+    worst_images: np.ndarray | None = None,
+) -> dict[str, bytes]:
+    """The report's figures as PNG bytes; their captions are added to ``report["figures"]``."""
+    from vqganodip_pipeline.viz import to_png
+
+    predictions = outcome.honest_predictions
+    figures: dict[str, bytes] = {}
+    captions: dict[str, str] = {}
+    if predictions is not None:
+        figures["score_distributions"] = scoring.plot_score_distributions(
+            predictions["score"], predictions["y"], None, "honest protocol: unseen-fold scores"
+        )
+        captions["score_distributions"] = "Composite scores of unseen images (honest protocol)"
+        figures["roc"] = scoring.plot_roc(predictions["score"], predictions["y"])
+        captions["roc"] = "ROC of the composite score on unseen folds"
+    figures["metric_importances"] = scoring.plot_metric_importances(
+        scoring.metric_importances(outcome.shipped, metrics[metrics["role"] == "classifier_set"])
+    )
+    captions["metric_importances"] = "The ten most important metrics of the shipped model"
+    if worst_images is not None:
+        figures["worst_images"] = to_png(worst_images)
+        captions["worst_images"] = (
+            "Lowest-scored abnormal and highest-scored normal images (shipped model) with "
+            "their top patches"
+        )
+    report["figures"] = {name: {"caption": text} for name, text in captions.items()}
+    return figures
+
+
 def run_evaluation(
     config: EvaluationConfig, out_dir: str | Path, log: Log = print
 ) -> tuple[Path, Path, dict[str, Any]]:
     """Run the whole method on ``config.dataset`` and write report.json / report.html."""
     from vqganodip_pipeline.reporting import write_report
-    from vqganodip_pipeline.viz import to_png
 
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -321,166 +544,72 @@ def run_evaluation(
     per_image.update({k: v / n_rows for k, v in table.seconds.items()})
 
     # 4. composite score: shipped model, paper protocol, honest protocol
-    classifiers = config.classifiers or preset.classifiers
-    search = scoring.SearchConfig(
-        n_iter=config.iterations or preset.search_iterations,
-        n_splits=preset.search_folds,
-        seed=config.seed,
-        n_jobs=-1,
-    )
-    begin = time.perf_counter()
-    shipped = scoring.fit_composite_model(metrics, classifiers=classifiers, config=search)
-    seconds["fit_composite_model"] = time.perf_counter() - begin
-    log(
-        f"[evaluate] shipped model: {shipped.classifier_name}, ZFN threshold "
-        f"{shipped.threshold:.4f} from {shipped.n_abnormal_calibration} abnormal images"
-    )
-    begin = time.perf_counter()
-    paper = scoring.run_paper_protocol(metrics, classifiers=classifiers, config=search)
-    seconds["paper_protocol"] = time.perf_counter() - begin
-    begin = time.perf_counter()
-    honest = scoring.run_honest_protocol(
-        metrics, classifiers=classifiers, config=search, n_outer=preset.outer_folds
-    )
-    seconds["honest_protocol"] = time.perf_counter() - begin
-    holdout_rows = metrics[metrics["role"] == "holdout"]
-    holdout = (
-        scoring.evaluate(shipped, holdout_rows)
-        if len(holdout_rows) and holdout_rows["label"].nunique() == 2
-        else None
-    )
-
-    # 5. one new image at a time, as in production: load, reconstruct, features, metrics, score
-    timed = _rows(prepared.split, "holdout").head(config.end_to_end_images)
-    end_to_end = []
-    for row in timed.to_dict("records"):
-        tick = time.perf_counter()
-        image = load_images(pd.DataFrame([row]), size, options)
-        result = reconstruct(model, image, batch_size=1, discriminator=discriminator)
-        features = image_features(choice.backbone, image[0], result.x_hat[0])
-        outputs = reconstruction_frame(result).iloc[0]
-        outcome = image_metrics(
-            image[0],
-            result.x_hat[0],
-            features,
-            {k: float(v) for k, v in outputs.items() if np.isfinite(v)},
-            normal,
-            preset.localize,
-            golden=golden,
-        )
-        shipped.score(pd.DataFrame([outcome.metrics]))
-        end_to_end.append(time.perf_counter() - tick)
-    per_image["end_to_end"] = float(np.median(end_to_end)) if end_to_end else float("nan")
-
-    # 6. report
-    composite = honest.leaderboard[honest.leaderboard["classifier"] == "composite"].iloc[0]
-    paper_best = paper.leaderboard.iloc[0]
-    predictions = honest.predictions[honest.predictions["method"] == "composite"]
-    baselines = {
-        str(row["classifier"]): {**_split_metrics(row), "auroc": float(row["auroc_pooled"])}
-        for row in honest.leaderboard[honest.leaderboard["kind"] == "baseline"].to_dict("records")
-        if np.isfinite(row["auroc_pooled"])
-    }
-    hit_rate = localization_hit_rate(metrics)
-    labelled = prepared.manifest["label"]
-    report: dict[str, Any] = {
-        "title": f"VQGanoDIP evaluation: {Path(config.dataset.rstrip('/')).name} "
-        f"({config.preset} preset)",
-        "dataset": config.dataset,
-        "layout": prepared.layout,
-        "preset": config.preset,
-        "image_size": int(size),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "n_normal": int((labelled == "normal").sum()),
-        "n_abnormal": int((labelled == "abnormal").sum()),
-        "n_quarantined": len(prepared.quarantine),
-        "roles": {
-            role: {
-                "normal": int(counts.loc[role, "normal"]),
-                "abnormal": int(counts.loc[role, "abnormal"]),
-            }
-            for role in counts.index
-        },
-        "protocols": {
-            "paper": {
-                "classifier": str(paper_best["name"]),
-                **_split_metrics(paper_best),
-                "note": "leave-one-out scores; ZFN threshold = the lowest abnormal score of the "
-                "same images it is evaluated on (optimistic, as in the paper)",
-            },
-            "honest": {
-                "classifier": "composite (chosen inside each outer fold)",
-                **_split_metrics(composite),
-                "note": f"{preset.outer_folds} outer folds: model choice, search and threshold "
-                "on the training part only, metrics pooled over the unseen test parts",
-                "threshold": float(shipped.threshold),
-                "n_abnormal_calibration": int(shipped.n_abnormal_calibration),
-                "miss_bound": float(shipped.miss_probability_bound),
-            },
-        },
-        "holdout": None if holdout is None else _split_metrics(holdout),
-        "auroc": float(composite["auroc_pooled"]),
-        "baselines": baselines,
-        "leaderboards": {
-            "paper": _records(paper.leaderboard),
-            "honest": _records(honest.leaderboard),
-        },
-        "localization_hit_rate": hit_rate,
-        "seconds_per_image": {k: float(v) for k, v in per_image.items()},
-        "seconds_total": {k: float(v) for k, v in seconds.items()}
-        | {"wall": time.perf_counter() - started},
-        "peak_rss_mb": _peak_rss_mb(),
-        "backbone": choice.note,
-        "weighting_mask": bool(use_mask),
-        "vqgan": {
-            "steps": int(trained.step),
-            "train_images_per_s": float(trained.images_per_s),
-            "perceptual": str(trained.perceptual),
-        },
-        "versions": library_versions(("xgboost", "lightgbm", "imbalanced-learn")),
-        "machine": machine_info(),
-    }
-    if config.targets:
-        report["targets"] = list(config.targets)
-    figures = {
-        "score_distributions": scoring.plot_score_distributions(
-            predictions["score"], predictions["y"], None, "honest protocol: unseen-fold scores"
-        ),
-        "roc": scoring.plot_roc(predictions["score"], predictions["y"]),
-        "metric_importances": scoring.plot_metric_importances(
-            scoring.metric_importances(shipped, metrics[metrics["role"] == "classifier_set"])
-        ),
-    }
-    worst = worst_images_figure(
+    outcome = score_metric_table(
         metrics,
-        pd.Series(shipped.score(metrics)),
-        table.patches,
-        rows,
+        classifiers=config.classifiers or preset.classifiers,
+        search=scoring.SearchConfig(
+            n_iter=config.iterations or preset.search_iterations,
+            n_splits=preset.search_folds,
+            seed=config.seed,
+            n_jobs=-1,
+        ),
+        outer_folds=preset.outer_folds,
+        log=log,
+    )
+    seconds.update(outcome.seconds)
+    shipped = outcome.shipped
+
+    # 5. one new image at a time, as in production
+    timed = _rows(prepared.split, "holdout").head(config.end_to_end_images)
+    latencies = end_to_end_seconds(
+        model,
+        discriminator,
+        choice.backbone,
+        normal,
+        golden,
+        preset.localize,
+        shipped,
+        timed,
         size,
         options,
     )
-    if worst is not None:
-        figures["worst_images"] = to_png(worst)
-    report["figures"] = {
-        "score_distributions": {"caption": "Composite scores of unseen images (honest protocol)"},
-        "roc": {"caption": "ROC of the composite score on unseen folds"},
-        "metric_importances": {"caption": "The ten most important metrics of the shipped model"},
-        **(
-            {
-                "worst_images": {
-                    "caption": "Lowest-scored abnormal and highest-scored normal "
-                    "images (shipped model) with their top patches"
-                }
-            }
-            if worst is not None
-            else {}
-        ),
-    }
+    per_image["end_to_end"] = float(np.median(latencies)) if latencies else float("nan")
+
+    # 6. report
+    report = build_report(
+        dataset=config.dataset,
+        layout=prepared.layout,
+        preset=config.preset,
+        size=size,
+        labels=prepared.manifest["label"],
+        n_quarantined=len(prepared.quarantine),
+        split=prepared.split,
+        metrics=metrics,
+        outcome=outcome,
+        outer_folds=preset.outer_folds,
+        seconds_per_image=per_image,
+        seconds_total=seconds | {"wall": time.perf_counter() - started},
+        extra={
+            "backbone": choice.note,
+            "weighting_mask": bool(use_mask),
+            "vqgan": {
+                "steps": int(trained.step),
+                "train_images_per_s": float(trained.images_per_s),
+                "perceptual": str(trained.perceptual),
+            },
+        },
+        targets=config.targets,
+    )
+    worst = worst_images_figure(
+        metrics, pd.Series(shipped.score(metrics)), table.patches, rows, size, options
+    )
+    figures = report_figures(report, metrics, outcome, worst)
     json_path, html_path = write_report(Path(out_dir), report, figures)
     metrics.to_parquet(Path(out_dir) / "metrics.parquet", index=False)
+    honest, paper = report["protocols"]["honest"], report["protocols"]["paper"]
     log(
-        f"[evaluate] honest ZFN accuracy {composite['accuracy_zfn']:.2%} "
-        f"(missed {int(composite['missed_zfn'])}), paper-protocol ZFN accuracy "
-        f"{paper_best['accuracy_zfn']:.2%}; report: {html_path}"
+        f"[evaluate] honest ZFN accuracy {honest['zfn']['accuracy']:.2%} "
+        f"(missed {honest['zfn']['missed']}), paper-protocol ZFN accuracy "
+        f"{paper['zfn']['accuracy']:.2%}; report: {html_path}"
     )
     return json_path, html_path, report

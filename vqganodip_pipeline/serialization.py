@@ -4,6 +4,7 @@ pickled scikit-learn models. The Dagster IO managers and the CLI both store thro
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from typing import Any
 
@@ -64,3 +65,24 @@ def object_to_pickle(obj: Any) -> bytes:
 def pickle_to_object(data: bytes) -> Any:
     # Only objects this pipeline wrote itself are read back (see the storage README).
     return pickle.loads(data)
+
+
+def dict_to_json(value: dict[str, Any]) -> bytes:
+    """A JSON-serialisable dict as stable, human-readable UTF-8 JSON (sorted keys)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict, got {type(value).__name__}")
+    return (json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def json_to_dict(data: bytes) -> dict[str, Any]:
+    return json.loads(data.decode("utf-8"))
+
+
+def text_to_bytes(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"expected text, got {type(text).__name__}")
+    return text.encode("utf-8")
+
+
+def bytes_to_text(data: bytes) -> str:
+    return data.decode("utf-8")

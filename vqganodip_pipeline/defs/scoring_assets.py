@@ -8,9 +8,19 @@ from pydantic import Field
 
 from vqganodip_pipeline import scoring
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
+from vqganodip_pipeline.defs.metric_assets import model_bundle, normal_of
+from vqganodip_pipeline.defs.model_assets import role_rows
 from vqganodip_pipeline.defs.partitions import batch_partitions
+from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
+from vqganodip_pipeline.evaluation import (
+    build_report,
+    end_to_end_seconds,
+    report_figures,
+    score_metric_table,
+)
 from vqganodip_pipeline.hashing import hash_frame
+from vqganodip_pipeline.reporting import render_html, validate_report
 from vqganodip_pipeline.scoring import SearchConfig
 from vqganodip_pipeline.scoring import calibrate as calibrate_module
 from vqganodip_pipeline.scoring import honest as honest_module
@@ -77,24 +87,25 @@ def composite_score_model(
     ZFN threshold from out-of-fold scores with its evidence, the paper's and the honest
     leaderboards, and its result on the ``holdout`` rows."""
     preset = settings.get_preset()
-    classifiers = config.classifiers or preset.classifiers
-    search = search_config(settings, config.iterations, config.seed)
 
     def progress(event) -> None:
         context.log.info(str(event))
 
     try:
-        model = scoring.fit_composite_model(
+        outcome = score_metric_table(
             training_metrics,
-            classifiers=classifiers,
-            config=search,
+            classifiers=tuple(config.classifiers) or preset.classifiers,
+            search=search_config(settings, config.iterations, config.seed),
+            outer_folds=preset.outer_folds,
             margin=config.margin,
-            role="classifier_set",
+            paper_protocol=config.paper_protocol,
+            honest_protocol=config.honest_protocol,
+            log=context.log.info,
             progress=progress,
         )
     except ValueError as exc:
         raise dg.Failure(f"cannot fit the composite score: {exc}") from exc
-    bundle: dict = {"model": model, "leaderboards": {}, "holdout": None}
+    model = outcome.shipped
     metadata: dict = {
         "classifier": model.classifier_name,
         "threshold": float(model.threshold),
@@ -106,46 +117,32 @@ def composite_score_model(
         "params": dg.MetadataValue.json(model.params),
         "versions": dg.MetadataValue.json(model.versions),
     }
-    if config.honest_protocol:
-        honest = scoring.run_honest_protocol(
-            training_metrics,
-            classifiers=classifiers,
-            config=search,
-            n_outer=preset.outer_folds,
-            margin=config.margin,
-            progress=progress,
-        )
-        bundle["leaderboards"]["honest"] = honest.leaderboard
-        metadata["honest_leaderboard"] = leaderboard_markdown(honest.leaderboard)
-        composite = honest.leaderboard[honest.leaderboard["classifier"] == "composite"]
+    if outcome.honest_leaderboard is not None:
+        honest = outcome.honest_leaderboard
+        metadata["honest_leaderboard"] = leaderboard_markdown(honest)
+        composite = honest[honest["classifier"] == "composite"]
         if len(composite):
             metadata["honest_zfn_accuracy"] = float(composite.iloc[0]["accuracy_zfn"])
             metadata["honest_missed"] = int(composite.iloc[0]["missed_zfn"])
-    if config.paper_protocol:
-        paper = scoring.run_paper_protocol(
-            training_metrics, classifiers=classifiers, config=search, progress=progress
-        )
-        bundle["leaderboards"]["paper"] = paper.leaderboard
+    if outcome.paper_leaderboard is not None:
         metadata["paper_table1"] = dg.MetadataValue.md(
-            frame_markdown(scoring.table1(paper.leaderboard), index=True)
+            frame_markdown(scoring.table1(outcome.paper_leaderboard), index=True)
         )
-    holdout = training_metrics[training_metrics["role"] == "holdout"]
     calibration = model.calibration_scores
     metadata["score_distribution_calibration"] = png_markdown(
         scoring.plot_score_distributions(
             calibration["score"], calibration["y"], model.threshold, "out-of-fold scores"
         )
     )
-    if len(holdout) and holdout["label"].nunique() == 2:
-        result = scoring.evaluate(model, holdout)
-        bundle["holdout"] = result
+    holdout = training_metrics[training_metrics["role"] == "holdout"]
+    if outcome.holdout is not None:
         y = scoring.labels_to_y(holdout)
         scores = model.score(holdout)
         metadata.update(
             {
-                "holdout_accuracy_zfn": float(result["accuracy_zfn"]),
-                "holdout_fpr_zfn": float(result["fpr_zfn"]),
-                "holdout_missed": int(result["missed_zfn"]),
+                "holdout_accuracy_zfn": float(outcome.holdout["accuracy_zfn"]),
+                "holdout_fpr_zfn": float(outcome.holdout["fpr_zfn"]),
+                "holdout_missed": int(outcome.holdout["missed_zfn"]),
                 "score_distribution_holdout": png_markdown(
                     scoring.plot_score_distributions(scores, y, model.threshold, "holdout")
                 ),
@@ -156,7 +153,7 @@ def composite_score_model(
         model, training_metrics[training_metrics["role"] == "classifier_set"]
     )
     metadata["top_metrics"] = png_markdown(scoring.plot_metric_importances(importances))
-    return dg.Output(bundle, metadata=metadata)
+    return dg.Output({"model": model, "outcome": outcome}, metadata=metadata)
 
 
 @dg.asset_check(
@@ -165,7 +162,7 @@ def composite_score_model(
     description="The shipped threshold keeps every abnormal holdout image (recall = 1).",
 )
 def zfn_holds_on_holdout(composite_score_model: dict) -> dg.AssetCheckResult:
-    result = composite_score_model.get("holdout")
+    result = composite_score_model["outcome"].holdout
     if result is None:
         return dg.AssetCheckResult(
             passed=False, description="no labelled holdout images to check the threshold on"
@@ -245,3 +242,85 @@ def batch_scores(
     return dg.Output(
         result, data_version=dg.DataVersion(hash_frame(result)[:16]), metadata=metadata
     )
+
+
+class EvaluationReportConfig(dg.Config):
+    end_to_end_images: int = 10  # holdout images scored one at a time to time production
+
+
+@dg.multi_asset(
+    outs={
+        "evaluation_report": dg.AssetOut(
+            io_manager_key="json_io_manager",
+            code_version=SCORING_VERSION,
+            description="The evaluation report (paper and honest protocols, baselines, "
+            "holdout, localisation, timings) as JSON, shaped like the paper's Table 1.",
+        ),
+        "evaluation_report_html": dg.AssetOut(
+            io_manager_key="html_io_manager",
+            code_version=SCORING_VERSION,
+            description="The same report as one self-contained HTML page with its figures.",
+        ),
+    },
+    group_name="model",
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    config: EvaluationReportConfig,
+    dataset_split: pd.DataFrame,
+    training_metrics: pd.DataFrame,
+    vqgan_checkpoint: dict,
+    weighting_mask: dict,
+    composite_score_model: dict,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
+):
+    """The report of ``vqganodip evaluate``, built from the model-side assets."""
+    preset = settings.get_preset()
+    outcome = composite_score_model["outcome"]
+    if outcome.paper_leaderboard is None or outcome.honest_leaderboard is None:
+        raise dg.Failure("the report needs composite_score_model with both protocols")
+    checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
+    normal = normal_of(weighting_mask)
+    timed = role_rows(dataset_split, "holdout").head(config.end_to_end_images)
+    latencies = end_to_end_seconds(
+        checkpoint.model,
+        checkpoint.discriminator,
+        choice.backbone,
+        normal,
+        weighting_mask.get("golden"),
+        settings.localize_config(),
+        outcome.shipped,
+        timed,
+        preset.image_size,
+        inbox.storage_options(),
+    )
+    batches = sorted(dataset_split["batch"].unique())
+    report = build_report(
+        dataset=", ".join(batches),
+        layout="batches",
+        preset=preset.name,
+        size=preset.image_size,
+        labels=dataset_split["label"],
+        n_quarantined=0,
+        split=dataset_split,
+        metrics=training_metrics,
+        outcome=outcome,
+        outer_folds=preset.outer_folds,
+        seconds_per_image={"end_to_end": float(np.median(latencies)) if latencies else 0.0},
+        seconds_total={},
+        extra={"backbone": choice.note, "weighting_mask": normal.weights is not None},
+    )
+    figures = report_figures(report, training_metrics, outcome)
+    validate_report(report)
+    page = render_html(report, figures)
+    honest = report["protocols"]["honest"]["zfn"]
+    summary = {
+        "honest_zfn_accuracy": float(honest["accuracy"]),
+        "honest_missed": int(honest["missed"]),
+        "paper_zfn_accuracy": float(report["protocols"]["paper"]["zfn"]["accuracy"]),
+        "auroc": float(report["auroc"]),
+        "end_to_end_s_per_image": float(report["seconds_per_image"]["end_to_end"]),
+    }
+    yield dg.Output(report, output_name="evaluation_report", metadata=summary)
+    yield dg.Output(page, output_name="evaluation_report_html", metadata=summary)

@@ -151,6 +151,20 @@ class PickleIOManager(_VersionedIOManagerFactory):
         return self._make(serialization.object_to_pickle, serialization.pickle_to_object, ".pkl")
 
 
+class JsonIOManager(_VersionedIOManagerFactory):
+    """JSON-serialisable dicts (reports) as readable ``.json``."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(serialization.dict_to_json, serialization.json_to_dict, ".json")
+
+
+class HtmlIOManager(_VersionedIOManagerFactory):
+    """Self-contained HTML pages (reports) as ``.html``, openable straight from storage."""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
+        return self._make(serialization.text_to_bytes, serialization.bytes_to_text, ".html")
+
+
 def io_managers(location: StorageLocation) -> dict[str, Any]:
     """The IO managers of the project, all under one storage location."""
     return {
@@ -159,12 +173,16 @@ def io_managers(location: StorageLocation) -> dict[str, Any]:
         "array_io_manager": ArrayIOManager(location=location),
         "checkpoint_io_manager": CheckpointIOManager(location=location),
         "pickle_io_manager": PickleIOManager(location=location),
+        "json_io_manager": JsonIOManager(location=location),
+        "html_io_manager": HtmlIOManager(location=location),
     }
 
 
 __all__ = [
     "ArrayIOManager",
     "CheckpointIOManager",
+    "HtmlIOManager",
+    "JsonIOManager",
     "ParquetIOManager",
     "PickleIOManager",
     "StorageLocation",

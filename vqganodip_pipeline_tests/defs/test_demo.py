@@ -1,12 +1,14 @@
 """The README's main job, end to end on the tiny preset: every asset materialized, the checks
 recorded, the production batch scored, and the results readable from a persistent instance."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from vqganodip_pipeline.cli import main
+from vqganodip_pipeline.reporting import validate_report
 
 
 @pytest.mark.slow
@@ -27,6 +29,8 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
         "weighting_mask",
         "training_metrics",
         "composite_score_model",
+        "evaluation_report",
+        "evaluation_report_html",
     ):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
     for key in ("batch_images", "batch_reconstructions", "batch_metrics", "batch_scores"):
@@ -37,6 +41,12 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     assert metadata["dagster/row_count"].value == 8
     stored = Path(metadata["stored_file"].value)
     assert stored.is_file() and stored.is_relative_to(tmp_path / "storage")
+    report_event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+    report_file = Path(report_event.asset_materialization.metadata["stored_file"].value)
+    report = json.loads(report_file.read_text())
+    validate_report(report)
+    assert report["n_abnormal"] > 0 and report["n_normal"] > 0
+    assert report["seconds_per_image"]["end_to_end"] > 0
     # a second run reuses the batches and the stored data; nothing stored is overwritten
     files_before = {p: p.stat().st_mtime for p in (tmp_path / "storage").rglob("*.parquet")}
     assert main(["demo", "--preset", "tiny", "--workdir", str(tmp_path)]) == 0
