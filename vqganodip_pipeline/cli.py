@@ -50,6 +50,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         classifiers=tuple(args.classifiers.split(",")) if args.classifiers else None,
         seed=args.seed,
+        max_groups=args.max_groups,
     )
     json_path, html_path, _ = run_evaluation(config, args.out, log=lambda m: print(m, flush=True))
     print(f"wrote {json_path} and {html_path}")
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--classifiers", default=None, help="comma-separated codes")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--max-groups",
+        type=int,
+        default=None,
+        help="evaluate a seeded subset of this many images / DeepPCB pairs (default: all)",
+    )
     evaluate.set_defaults(handler=_cmd_evaluate)
     return parser
 

@@ -24,7 +24,7 @@ from vqganodip_pipeline import scoring
 from vqganodip_pipeline.data.fs import filesystem
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images, load_mask
 from vqganodip_pipeline.data.manifest import build_manifest, label_counts
-from vqganodip_pipeline.data.sources import LAYOUTS, DatasetLayoutError, scan_source
+from vqganodip_pipeline.data.sources import LAYOUTS, DatasetLayoutError, SourceEntry, scan_source
 from vqganodip_pipeline.data.split import SplitConfig, assign_roles, role_counts
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.localize.patch_distance import image_features
@@ -69,6 +69,9 @@ class EvaluationConfig:
         classifiers: classifier codes (None: the preset's).
         seed: seeds the split, the training and the search.
         end_to_end_images: holdout images scored one at a time to time a production image.
+        max_groups: evaluate a seeded random subset of this many image groups (a DeepPCB
+            pair is one group, every other image its own), e.g. to bound a benchmark's time;
+            None = all.
     """
 
     dataset: str
@@ -83,6 +86,7 @@ class EvaluationConfig:
     classifiers: tuple[str, ...] | None = None
     seed: int = 0
     end_to_end_images: int = 10
+    max_groups: int | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     targets: tuple[dict[str, Any], ...] = ()
 
@@ -111,6 +115,8 @@ def prepare(config: EvaluationConfig) -> Prepared:
         )
     except DatasetLayoutError as exc:
         raise DatasetError(str(exc)) from exc
+    if config.max_groups is not None:
+        entries = sample_groups(entries, config.max_groups, config.seed)
     manifest, quarantine = build_manifest(
         entries, Path(config.dataset.rstrip("/")).name, storage_options=config.storage_options
     )
@@ -132,6 +138,20 @@ def prepare(config: EvaluationConfig) -> Prepared:
         int(manifest["width"].iloc[0]) if layout == "deeppcb" else preset.image_size
     )
     return Prepared(layout, manifest, quarantine, split, size)
+
+
+def sample_groups(entries: list[SourceEntry], max_groups: int, seed: int) -> list[SourceEntry]:
+    """A seeded random subset of ``max_groups`` whole groups of ``entries`` (an entry without a
+    group is its own group), in the original order."""
+    if max_groups < 1:
+        raise DatasetError(f"max_groups must be >= 1, got {max_groups}")
+    keys = [entry.group_id or entry.uri for entry in entries]
+    groups = sorted(set(keys))
+    if len(groups) <= max_groups:
+        return list(entries)
+    rng = np.random.default_rng(seed)
+    chosen = {groups[i] for i in rng.choice(len(groups), size=max_groups, replace=False)}
+    return [entry for entry, key in zip(entries, keys, strict=True) if key in chosen]
 
 
 def _rows(split: pd.DataFrame, *roles: str) -> pd.DataFrame:
@@ -592,6 +612,7 @@ def run_evaluation(
         extra={
             "backbone": choice.note,
             "weighting_mask": bool(use_mask),
+            "max_groups": config.max_groups,
             "vqgan": {
                 "steps": int(trained.step),
                 "train_images_per_s": float(trained.images_per_s),

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from vqganodip_pipeline.cli import main
+from vqganodip_pipeline.data.sources import SourceEntry
 from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
-from vqganodip_pipeline.evaluation import DatasetError, EvaluationConfig, prepare
+from vqganodip_pipeline.evaluation import DatasetError, EvaluationConfig, prepare, sample_groups
 from vqganodip_pipeline.reporting import validate_report
 from vqganodip_pipeline_tests.builders import write_png
 
@@ -54,3 +55,20 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Protocols" in html
     assert (out / "metrics.parquet").is_file()
+
+
+def test_sample_groups_keeps_whole_groups_and_is_seeded() -> None:
+    entries = [
+        SourceEntry(uri=f"p{i // 2}_{i % 2}.png", relative_path="", group_id=f"pair{i // 2}")
+        for i in range(20)
+    ] + [SourceEntry(uri=f"single{i}.png", relative_path="") for i in range(5)]
+    subset = sample_groups(entries, 6, seed=3)
+    keys = [e.group_id or e.uri for e in subset]
+    assert len(set(keys)) == 6
+    for key in set(keys):  # a pair is never split
+        assert keys.count(key) == (2 if key.startswith("pair") else 1)
+    assert subset == sample_groups(entries, 6, seed=3)
+    assert subset != sample_groups(entries, 6, seed=4)
+    assert sample_groups(entries, 100, seed=0) == entries
+    with pytest.raises(DatasetError, match="max_groups"):
+        sample_groups(entries, 0, seed=0)
