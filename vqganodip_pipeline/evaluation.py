@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,11 +28,12 @@ from vqganodip_pipeline.data.sources import LAYOUTS, DatasetLayoutError, SourceE
 from vqganodip_pipeline.data.split import SplitConfig, assign_roles, role_counts
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.localize.patch_distance import image_features
-from vqganodip_pipeline.metrics.table import image_metrics
+from vqganodip_pipeline.metrics.table import VARIANTS, image_metrics
 from vqganodip_pipeline.model.config import vqgan_preset
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.model.train import train_vqgan
 from vqganodip_pipeline.pipeline import (
+    best_hit_rate,
     build_backbone,
     compute_metric_table,
     compute_normal_variation,
@@ -399,7 +400,12 @@ def build_report(
             "paper": _records(outcome.paper_leaderboard),
             "honest": _records(honest),
         },
-        "localization_hit_rate": localization_hit_rate(metrics),
+        "localization_hit_rate": best_hit_rate(metrics),
+        "localization_hit_rate_by_variant": {
+            variant: localization_hit_rate(metrics, variant)
+            for variant in VARIANTS
+            if f"gt_defects_hit_{variant}" in metrics
+        },
         "seconds_per_image": {k: float(v) for k, v in seconds_per_image.items()},
         "seconds_total": {k: float(v) for k, v in seconds_total.items()},
         "peak_rss_mb": _peak_rss_mb(),
@@ -408,8 +414,49 @@ def build_report(
         **dict(extra or {}),
     }
     if targets:
-        report["targets"] = list(targets)
+        report["targets"] = check_targets(report, targets)
     return report
+
+
+def _lookup(report: Mapping[str, Any], path: str) -> Any:
+    value: Any = report
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            raise KeyError(f"target path {path!r}: no {key!r} in the report")
+        value = value[key]
+    return value
+
+
+def check_targets(
+    report: Mapping[str, Any], targets: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each target ``{"name", "path", "op", "value"}`` checked against the report.
+
+    ``path`` is a dotted key into the report (``protocols.honest.zfn.accuracy``); ``op`` is
+    ``>=`` or ``<=``; ``value`` a number, or another dotted path, e.g. for "the composite
+    beats every baseline" (``baselines.best_single_metric.zfn.accuracy``). Returns the
+    report's ``targets`` entries: name, target and measured as text, met.
+    """
+    checked = []
+    for target in targets:
+        op = target["op"]
+        if op not in (">=", "<="):
+            raise ValueError(f"target {target['name']!r}: op must be '>=' or '<=', got {op!r}")
+        measured = float(_lookup(report, target["path"]))
+        bound = target["value"]
+        bound_value = float(_lookup(report, bound) if isinstance(bound, str) else bound)
+        met = measured >= bound_value if op == ">=" else measured <= bound_value
+        described = f"{bound} = {bound_value:.4g}" if isinstance(bound, str) else f"{bound:.4g}"
+        checked.append(
+            {
+                "name": str(target["name"]),
+                "target": f"{target['path']} {op} {described}",
+                "measured": f"{measured:.4g}",
+                "met": bool(met),
+                "gap": 0.0 if met else abs(bound_value - measured),
+            }
+        )
+    return checked
 
 
 def report_figures(

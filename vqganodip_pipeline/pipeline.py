@@ -25,7 +25,7 @@ from vqganodip_pipeline.features.backbones import (
 from vqganodip_pipeline.localize.candidates import hit_defects
 from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
 from vqganodip_pipeline.localize.patch_distance import image_features
-from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics, patches_frame
+from vqganodip_pipeline.metrics.table import VARIANTS, LocalizeConfig, image_metrics, patches_frame
 from vqganodip_pipeline.model.reconstruct import Reconstruction, reconstruct
 from vqganodip_pipeline.model.vqgan import VQGAN
 
@@ -261,3 +261,12 @@ def localization_hit_rate(metrics: pd.DataFrame, variant: str = "raw") -> float 
     if not known.any():
         return None
     return float(metrics.loc[known, column].sum() / metrics.loc[known, "gt_defects"].sum())
+
+
+def best_hit_rate(metrics: pd.DataFrame) -> float | None:
+    """Localisation hit rate of the most refined patch ranking the table has (standardized,
+    then weighted, then raw): the one whose patches a person is shown."""
+    for variant in reversed(VARIANTS):
+        if f"gt_defects_hit_{variant}" in metrics:
+            return localization_hit_rate(metrics, variant)
+    return None

@@ -10,7 +10,13 @@ import pytest
 from vqganodip_pipeline.cli import main
 from vqganodip_pipeline.data.sources import SourceEntry
 from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
-from vqganodip_pipeline.evaluation import DatasetError, EvaluationConfig, prepare, sample_groups
+from vqganodip_pipeline.evaluation import (
+    DatasetError,
+    EvaluationConfig,
+    check_targets,
+    prepare,
+    sample_groups,
+)
 from vqganodip_pipeline.reporting import validate_report
 from vqganodip_pipeline_tests.builders import write_png
 
@@ -72,3 +78,34 @@ def test_sample_groups_keeps_whole_groups_and_is_seeded() -> None:
     assert sample_groups(entries, 100, seed=0) == entries
     with pytest.raises(DatasetError, match="max_groups"):
         sample_groups(entries, 0, seed=0)
+
+
+def test_check_targets_compares_with_numbers_and_other_report_values() -> None:
+    report = {
+        "auroc": 0.93,
+        "protocols": {"honest": {"zfn": {"accuracy": 0.8}}},
+        "baselines": {"raw_mse": {"zfn": {"accuracy": 0.85}}},
+        "seconds_per_image": {"end_to_end": 0.4},
+    }
+    checked = check_targets(
+        report,
+        [
+            {"name": "auroc", "path": "auroc", "op": ">=", "value": 0.99},
+            {
+                "name": "beats raw MSE",
+                "path": "protocols.honest.zfn.accuracy",
+                "op": ">=",
+                "value": "baselines.raw_mse.zfn.accuracy",
+            },
+            {"name": "latency", "path": "seconds_per_image.end_to_end", "op": "<=", "value": 0.5},
+        ],
+    )
+    assert [c["met"] for c in checked] == [False, False, True]
+    assert checked[0]["gap"] == pytest.approx(0.06)
+    assert checked[1]["gap"] == pytest.approx(0.05)
+    assert "baselines.raw_mse.zfn.accuracy = 0.85" in checked[1]["target"]
+    assert checked[2]["gap"] == 0.0
+    with pytest.raises(KeyError, match="no 'nope'"):
+        check_targets(report, [{"name": "x", "path": "nope", "op": ">=", "value": 1}])
+    with pytest.raises(ValueError, match="op must be"):
+        check_targets(report, [{"name": "x", "path": "auroc", "op": ">", "value": 1}])

@@ -23,9 +23,9 @@ from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.pipeline import (
     BackboneChoice,
     assemble_table,
+    best_hit_rate,
     build_backbone,
     compute_metric_table,
-    localization_hit_rate,
     metric_rows,
     reconstruction_frame,
 )
@@ -124,7 +124,7 @@ def training_metrics(
         "seconds_per_image": {k: v / max(len(rows), 1) for k, v in result.seconds.items()},
     }
     metadata["seconds_per_image"] = dg.MetadataValue.json(metadata["seconds_per_image"])
-    hit_rate = localization_hit_rate(metrics)
+    hit_rate = best_hit_rate(metrics)
     if hit_rate is not None:
         metadata["localization_hit_rate"] = hit_rate
     labelled = metrics[metrics["label"].isin(["normal", "abnormal"])]
