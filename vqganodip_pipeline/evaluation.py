@@ -558,11 +558,16 @@ def run_evaluation(
     mask_rows = _rows(prepared.split, "mask_calibration")
     mask_images = load_images(mask_rows, size, options)
     use_mask = config.use_mask if config.use_mask is not None else prepared.layout != "deeppcb"
+    choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
     normal = compute_normal_variation(
-        model, mask_images, use_weights=use_mask, standardize=use_mask, config=preset.localize
+        model,
+        mask_images,
+        use_weights=use_mask,
+        standardize=use_mask,
+        config=preset.localize,
+        backbone=choice.backbone,
     )
     golden = mask_images.mean(axis=0).round().astype(np.uint8)
-    choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
     log(f"[evaluate] weighting mask {'on' if use_mask else 'off'}; backbone: {choice.note}")
 
     # 3. metric table of the classifier set and the holdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from vqganodip_pipeline.features.backbones import (
     MobileNetBackbone,
 )
 from vqganodip_pipeline.localize.candidates import hit_defects
+from vqganodip_pipeline.localize.feature_deviation import fit_feature_statistics
 from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import VARIANTS, LocalizeConfig, image_metrics, patches_frame
@@ -83,9 +84,11 @@ def compute_normal_variation(
     config: LocalizeConfig | None = None,
     batch_size: int = 8,
     precision: str = "fp32",
+    backbone: FeatureBackbone | None = None,
 ) -> NormalVariation:
     """The weighting mask W and the per-pixel difference statistics from m unseen normal
-    images ((m, H, W, 3) ``uint8``).
+    images ((m, H, W, 3) ``uint8``); with ``backbone`` (and ``standardize``), also the
+    per-position feature statistics of the feature-deviation metrics.
 
     Inference runs in fp32 by default: bf16 flips near-tie codes (whole 8x8 blocks change) and,
     on CPUs without AMX, was 20x slower here (20 images: 495 s bf16 vs 24 s fp32)."""
@@ -93,7 +96,7 @@ def compute_normal_variation(
         raise ValueError("the weighting mask needs at least one unseen normal image")
     config = config or LocalizeConfig()
     result = reconstruct(model, images, batch_size=batch_size, precision=precision)
-    return normal_variation(
+    normal = normal_variation(
         images,
         result.x_hat,
         use_weights=use_weights,
@@ -101,6 +104,10 @@ def compute_normal_variation(
         sigma=config.z_sigma,
         eps=config.z_eps,
     )
+    if backbone is not None and standardize and len(images) >= 2:
+        statistics = fit_feature_statistics(backbone, images, batch_size=batch_size)
+        normal = replace(normal, features=statistics)
+    return normal
 
 
 @dataclass

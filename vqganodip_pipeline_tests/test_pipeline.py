@@ -67,14 +67,16 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
         }
     )
     config = LocalizeConfig(p=10, n=2, alpha=4, q=6, orb_keypoints=20)
-    normal = compute_normal_variation(model, data.images[:3], config=config)
+    backbone = DiscriminatorBackbone(discriminator)
+    normal = compute_normal_variation(model, data.images[:3], config=config, backbone=backbone)
     assert normal.weights.shape == (32, 32) and normal.std.shape == (32, 32)
+    assert normal.features is not None and normal.features.backbone == backbone.name
     masks = {f"img{i}": data.masks[i] for i in range(6) if data.labels[i] == "abnormal"}
     batches = (data.images[i : i + 4] for i in range(0, 6, 4))
     table = compute_metric_table(
         model,
         discriminator,
-        DiscriminatorBackbone(discriminator),
+        backbone,
         rows,
         batches,
         normal=normal,
@@ -88,6 +90,7 @@ def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:
     metrics = table.metrics
     assert list(metrics["image_id"]) == list(rows["image_id"])
     metric_columns = [c for c in metrics.columns if "__" in c]
+    assert "image__feature_deviation_1__max__standardized" in metric_columns
     assert np.isfinite(metrics[metric_columns].to_numpy(float)).all()
     assert table.reconstructions.shape == data.images.shape
     assert metrics["gt_defects"].notna().sum() == 3

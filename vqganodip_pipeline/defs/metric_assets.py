@@ -7,7 +7,7 @@ import pandas as pd
 
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images, load_mask
 from vqganodip_pipeline.defs.metadata import frame_markdown, image_markdown, table_metadata
-from vqganodip_pipeline.defs.model_assets import role_rows
+from vqganodip_pipeline.defs.model_assets import model_bundle, role_rows
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
@@ -21,10 +21,8 @@ from vqganodip_pipeline.model import reconstruct as reconstruct_module
 from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.pipeline import (
-    BackboneChoice,
     assemble_table,
     best_hit_rate,
-    build_backbone,
     compute_metric_table,
     metric_rows,
     reconstruction_frame,
@@ -35,15 +33,6 @@ from vqganodip_pipeline.viz import draw_boxes
 
 METRICS_VERSION = code_version(table_module, candidates, patch_distance, distances, backbones)
 RECONSTRUCTION_VERSION = code_version(reconstruct_module)
-
-
-def model_bundle(payload: dict, settings: PipelineSettings):
-    """(checkpoint, backbone choice) for a stored VQGAN checkpoint."""
-    checkpoint = checkpoint_from_payload(payload)
-    choice: BackboneChoice = build_backbone(
-        settings.backbone, weights_path=settings.weights(), discriminator=checkpoint.discriminator
-    )
-    return checkpoint, choice
 
 
 def normal_of(mask: dict[str, np.ndarray]) -> NormalVariation:

@@ -10,19 +10,35 @@ from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_arrays, hash_strings
+from vqganodip_pipeline.localize import feature_deviation as feature_deviation_module
 from vqganodip_pipeline.localize import mask as mask_module
 from vqganodip_pipeline.localize.mask import align_to_reference
 from vqganodip_pipeline.model import checkpoint as checkpoint_module
 from vqganodip_pipeline.model import train as train_module
-from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload, read_checkpoint_payload
+from vqganodip_pipeline.model.checkpoint import (
+    VQGANCheckpoint,
+    checkpoint_from_payload,
+    read_checkpoint_payload,
+)
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
-from vqganodip_pipeline.pipeline import compute_normal_variation
+from vqganodip_pipeline.pipeline import BackboneChoice, build_backbone, compute_normal_variation
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
 
 CHECKPOINT_VERSION = code_version(train_module, checkpoint_module)
-MASK_VERSION = code_version(mask_module)
+MASK_VERSION = code_version(mask_module, feature_deviation_module)
+
+
+def model_bundle(
+    payload: dict, settings: PipelineSettings
+) -> tuple[VQGANCheckpoint, BackboneChoice]:
+    """(checkpoint, backbone choice) for a stored VQGAN checkpoint."""
+    checkpoint = checkpoint_from_payload(payload)
+    choice = build_backbone(
+        settings.backbone, weights_path=settings.weights(), discriminator=checkpoint.discriminator
+    )
+    return checkpoint, choice
 
 
 def role_rows(split: pd.DataFrame, *roles: str, label: str | None = None) -> pd.DataFrame:
@@ -226,7 +242,7 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
-    checkpoint = checkpoint_from_payload(vqgan_checkpoint)
+    checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     normal = compute_normal_variation(
         checkpoint.model,
         images,
@@ -234,6 +250,7 @@ def weighting_mask(
         standardize=config.standardized,
         config=settings.localize_config(),
         batch_size=preset.batch_size,
+        backbone=choice.backbone,
     )
     # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
     arrays = {**normal.to_arrays(), "golden": images.mean(axis=0).round().astype(np.uint8)}
@@ -241,6 +258,7 @@ def weighting_mask(
         "m": len(rows),
         "weighting_mask": config.enabled,
         "standardized": config.standardized,
+        "feature_statistics": "none" if normal.features is None else normal.features.backbone,
     }
     if normal.weights is not None:
         metadata["mean_weight"] = float(normal.weights.mean())

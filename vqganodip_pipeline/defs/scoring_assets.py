@@ -8,8 +8,8 @@ from pydantic import Field
 
 from vqganodip_pipeline import scoring
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
-from vqganodip_pipeline.defs.metric_assets import model_bundle, normal_of
-from vqganodip_pipeline.defs.model_assets import role_rows
+from vqganodip_pipeline.defs.metric_assets import normal_of
+from vqganodip_pipeline.defs.model_assets import model_bundle, role_rows
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings

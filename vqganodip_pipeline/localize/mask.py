@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from vqganodip_pipeline.localize.feature_deviation import FeatureStatistics
+
 
 def difference_image(x: np.ndarray, x_hat: np.ndarray, sigma: float = 0.0) -> np.ndarray:
     """Delta = |x - x_hat| averaged over channels, in [0, 1].
@@ -50,6 +52,8 @@ class NormalVariation:
         sigma: smoothing in px used for ``mean`` / ``std`` (and for standardizing an image).
         eps: floor added to ``std`` (difference units) so that flat, perfectly reconstructed
             pixels do not turn noise into huge scores.
+        features: per-position backbone feature statistics of the same units
+            (localize/feature_deviation.py), or None.
     """
 
     weights: np.ndarray | None
@@ -57,6 +61,7 @@ class NormalVariation:
     std: np.ndarray | None = None
     sigma: float = 1.0
     eps: float = 0.01
+    features: FeatureStatistics | None = None
 
     def standardize(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """z+ = max(0, (Delta_sigma - mean) / (std + eps)): the image's excess difference in
@@ -75,6 +80,8 @@ class NormalVariation:
         if self.mean is not None and self.std is not None:
             arrays["variation_mean"] = self.mean.astype(np.float32)
             arrays["variation_std"] = self.std.astype(np.float32)
+        if self.features is not None:
+            arrays.update(self.features.to_arrays())
         return {k: np.asarray(v) for k, v in arrays.items()}
 
     @classmethod
@@ -86,6 +93,7 @@ class NormalVariation:
             std=arrays.get("variation_std"),
             sigma=float(arrays.get("sigma", 1.0)),
             eps=float(arrays.get("eps", 0.01)),
+            features=FeatureStatistics.from_arrays(arrays),
         )
 
 

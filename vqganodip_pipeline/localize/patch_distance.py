@@ -45,6 +45,7 @@ class ImageFeatures:
     x: list[torch.Tensor]
     x_hat: list[torch.Tensor]
     strides: tuple[int, ...]
+    backbone: str = ""
 
 
 @torch.no_grad()
@@ -58,6 +59,7 @@ def image_features(
         x=[m[0].double().cpu() for m in maps],
         x_hat=[m[1].double().cpu() for m in maps],
         strides=tuple(backbone.strides),
+        backbone=backbone.name,
     )
 
 

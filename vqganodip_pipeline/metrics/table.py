@@ -167,6 +167,10 @@ def image_metrics(
         row["image__mse__value__weighted"] = float(squared.mean())
     if normal is not None and normal.mean is not None:
         maps["standardized"] = normal.standardize(x, x_hat)
+    if normal is not None and normal.features is not None:
+        deviations = normal.features.deviation_maps(features.x, features.backbone)
+        for level, deviation in enumerate(deviations):
+            _put(row, "image", f"feature_deviation_{level}", "standardized", deviation)
     for variant, d in maps.items():
         _put(row, "image", "delta", variant, d)
         pixels = top_p_pixels(d, config.p)
@@ -214,8 +218,10 @@ def metric_column_names(
     standardized: bool = True,
     orb: bool = True,
     perceptual: bool = True,
+    feature_maps: int = 0,
 ) -> list[str]:
-    """Every metric column an image row can hold, in a stable order (documentation, checks)."""
+    """Every metric column an image row can hold, in a stable order (documentation, checks).
+    ``feature_maps``: backbone feature maps with normal statistics (0: no feature deviation)."""
     names: list[str] = []
     for name in MODEL_OUTPUTS:
         if name != "perceptual" or perceptual:
@@ -232,6 +238,7 @@ def metric_column_names(
         sets = [("image", "delta"), ("pixel", "top_p"), ("patch", "fid"), ("patch", "side")]
         if variant == "standardized":
             sets.append(("patch", "zscore"))
+            sets += [("image", f"feature_deviation_{i}") for i in range(feature_maps)]
         sets += [("patch", name) for name in PATCH_DISTANCES]
         for level, metric in sets:
             names += [f"{level}__{metric}__{agg}__{variant}" for agg in AGGREGATES]
@@ -313,6 +320,12 @@ def metric_documentation() -> str:
         f"| `patch__zscore__{aggregates}__standardized` | mean z+ (difference in units of "
         "normal variation) of each of the q patches |"
     )
+    lines.append(
+        f"| `image__feature_deviation_{{0,1,...}}__{aggregates}__standardized` | per position of "
+        "backbone feature map 0, 1, ...: squared distance of the image's features to the mean "
+        "features of the m normal units, per channel in units of their variance (diagonal "
+        "Mahalanobis, localize/feature_deviation.py); not from the reconstruction |"
+    )
     for name, direction in PATCH_METRIC_DIRECTION.items():
         kind = "similarity" if direction.startswith("higher") else "distance"
         lines.append(
@@ -322,11 +335,13 @@ def metric_documentation() -> str:
     lines += [
         "| `baseline__golden_mse__value__raw` | MSE of x vs the golden sample (mean normal "
         "image), the incumbent AOI approach |",
-        "| `gt_defects`, `gt_defects_hit_{raw,weighted}` | ground-truth defects (connected "
-        "components or boxes) and how many a selected patch touches |",
+        "| `gt_defects`, `gt_defects_hit_{raw,weighted,standardized}` | ground-truth defects "
+        "(connected components or boxes) and how many a selected patch touches |",
         "",
-        f"All three variants: {len(metric_column_names())} metric columns per image "
-        f"({len(metric_column_names(perceptual=False))} when the VQGAN has no perceptual loss); "
+        f"All three variants: {len(metric_column_names(feature_maps=2))} metric columns per "
+        "image with a two-map backbone (both shipped backbones have two) "
+        f"({len(metric_column_names(perceptual=False, feature_maps=2))} when the VQGAN has no "
+        "perceptual loss); "
         "raw only (no normal images to learn from): "
         f"{len(metric_column_names(weighted=False, standardized=False))}.",
         "",
