@@ -296,8 +296,12 @@ def score_metric_table(
     paper = honest = None
     if paper_protocol:
         begin = time.perf_counter()
+        # the paper's preprocessing, whatever the shipped model uses
         paper = scoring.run_paper_protocol(
-            metrics, classifiers=classifiers, config=search, progress=progress
+            metrics,
+            classifiers=classifiers,
+            config=replace(search, max_features=None),
+            progress=progress,
         )
         seconds["paper_protocol"] = time.perf_counter() - begin
     if honest_protocol:
@@ -624,6 +628,7 @@ def run_evaluation(
             n_splits=preset.search_folds,
             seed=config.seed,
             n_jobs=-1,
+            max_features=preset.max_features,
         ),
         outer_folds=preset.outer_folds,
         log=log,
@@ -665,6 +670,7 @@ def run_evaluation(
             "backbone": choice.note,
             "weighting_mask": bool(use_mask),
             "max_groups": config.max_groups,
+            "max_features": preset.max_features,
             "vqgan": {
                 "steps": int(trained.step),
                 "train_images_per_s": float(trained.images_per_s),

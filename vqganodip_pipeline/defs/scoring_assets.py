@@ -50,6 +50,7 @@ def search_config(settings: PipelineSettings, iterations: int, seed: int) -> Sea
         n_splits=preset.search_folds,
         seed=seed,
         n_jobs=-1,
+        max_features=preset.max_features,
     )
 
 
@@ -108,6 +109,7 @@ def composite_score_model(
     model = outcome.shipped
     metadata: dict = {
         "classifier": model.classifier_name,
+        "max_features": preset.max_features or "all",
         "threshold": float(model.threshold),
         "n_abnormal_calibration": model.n_abnormal_calibration,
         "miss_probability_bound": float(model.miss_probability_bound),

@@ -340,11 +340,13 @@ def build_pipeline(
     smote: SmoteSettings | None = None,
     correlation_threshold: float | None = 0.95,
     params: Mapping[str, Any] | None = None,
+    max_features: int | None = None,
 ) -> Pipeline:
     """``MetricPreprocessor -> [SMOTE] -> classifier`` with classifier ``params`` applied."""
-    steps: list[tuple[str, Any]] = [
-        (PREPROCESS_STEP, MetricPreprocessor(correlation_threshold=correlation_threshold)),
-    ]
+    preprocess = MetricPreprocessor(
+        correlation_threshold=correlation_threshold, max_features=max_features
+    )
+    steps: list[tuple[str, Any]] = [(PREPROCESS_STEP, preprocess)]
     if smote is not None:
         steps.append(
             (

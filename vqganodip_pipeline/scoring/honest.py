@@ -228,6 +228,7 @@ def run_honest_protocol(
                 candidate.smote,
                 config.correlation_threshold,
                 candidate.params,
+                config.max_features,
             )
             log.append(FitRecord(k, "refit", candidate.code, train))
             with quiet_fitting():

@@ -164,7 +164,12 @@ def fit_composite_model(
     )
     chosen = choose(candidates)
     pipeline = build_pipeline(
-        chosen.spec, config.seed, chosen.smote, config.correlation_threshold, chosen.params
+        chosen.spec,
+        config.seed,
+        chosen.smote,
+        config.correlation_threshold,
+        chosen.params,
+        config.max_features,
     )
     features = pd.DataFrame(table.X, columns=table.columns)
     with quiet_fitting():

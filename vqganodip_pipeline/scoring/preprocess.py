@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 
@@ -28,10 +29,18 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         Min-max scale kept columns to [0, 1] with the training minimum and maximum. Values of
         unseen rows may fall outside [0, 1]; they are not clipped, so an extreme anomaly stays
         extreme.
+    max_features:
+        After the two filters, keep only this many columns: those whose training AUROC is
+        farthest from 0.5 (ties: input order). Needs ``y``. A few hundred metrics against a
+        hundred-odd labelled images overfit most classifiers; inside a pipeline the ranking is
+        refitted on every training fold, so it never sees a test fold. ``None``: keep all
+        (the paper).
 
     Attributes
     ----------
     support_ : bool array (n_features_in_,), the kept input columns.
+    auroc_ : float array (n_features_in_,), training AUROC of every column (NaN when
+        ``max_features`` is None or the column was filtered out).
     constant_ : bool array (n_features_in_,), the columns dropped as constant.
     correlated_with_ : int array (n_features_in_,), for a column dropped by the correlation
         filter the index of the kept column it duplicates, else -1.
@@ -43,10 +52,12 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         correlation_threshold: float | None = 0.95,
         drop_constant: bool = True,
         scale: bool = True,
+        max_features: int | None = None,
     ) -> None:
         self.correlation_threshold = correlation_threshold
         self.drop_constant = drop_constant
         self.scale = scale
+        self.max_features = max_features
 
     def fit(self, X: object, y: object = None) -> MetricPreprocessor:
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, ensure_min_samples=2)
@@ -79,7 +90,25 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
                 f"MetricPreprocessor: all {n_features} metric columns are constant on the "
                 f"{X.shape[0]} training rows; nothing to learn from"
             )
+        auroc = np.full(n_features, np.nan)
+        if self.max_features is not None:
+            if self.max_features < 1:
+                raise ValueError(f"max_features must be >= 1, got {self.max_features}")
+            if y is None:
+                raise ValueError("max_features ranks columns by AUROC and needs labels y")
+            labels = np.asarray(y)
+            if len(np.unique(labels)) != 2:
+                raise ValueError("max_features needs both classes among the training rows")
+            positive = labels == np.unique(labels)[1]
+            columns = np.flatnonzero(support)
+            auroc[columns] = [roc_auc_score(positive, X[:, j]) for j in columns]
+            if len(columns) > self.max_features:
+                strength = np.abs(auroc[columns] - 0.5)
+                order = np.argsort(-strength, kind="stable")[: self.max_features]
+                support = np.zeros(n_features, bool)
+                support[columns[order]] = True
         kept = X[:, support]
+        self.auroc_ = auroc
         self.constant_ = constant
         self.correlated_with_ = correlated_with
         self.support_ = support

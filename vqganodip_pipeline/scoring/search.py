@@ -37,6 +37,8 @@ class SearchConfig:
     smote_ratio: SMOTE oversamples the minority class up to smote_ratio x the majority.
     smote_k_neighbors: SMOTE's k (lowered automatically for tiny folds).
     correlation_threshold: the preprocessing correlation filter (paper: 0.95).
+    max_features: keep the metrics with the strongest training AUROC, refitted in every fold
+        (None: all, the paper; see MetricPreprocessor).
     """
 
     n_iter: int = 500
@@ -48,6 +50,7 @@ class SearchConfig:
     smote_ratio: float = 1.0
     smote_k_neighbors: int = 5
     correlation_threshold: float | None = 0.95
+    max_features: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_iter < 1:
@@ -127,7 +130,9 @@ def search_classifier(
     """
     n_train = min(len(train) for train, _ in splits)
     space = {f"{CLASSIFIER_STEP}__{name}": dist for name, dist in spec.space(n_train).items()}
-    pipeline = build_pipeline(spec, config.seed, smote, config.correlation_threshold)
+    pipeline = build_pipeline(
+        spec, config.seed, smote, config.correlation_threshold, max_features=config.max_features
+    )
     search = RandomizedSearchCV(
         pipeline,
         space,
@@ -189,7 +194,9 @@ def out_of_fold_scores(
 
     ``splits`` must be a partition (each row in exactly one test part): k-fold or leave-one-out.
     """
-    pipeline = build_pipeline(spec, config.seed, smote, config.correlation_threshold, params)
+    pipeline = build_pipeline(
+        spec, config.seed, smote, config.correlation_threshold, params, config.max_features
+    )
     with quiet_fitting():
         proba = cross_val_predict(
             pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"

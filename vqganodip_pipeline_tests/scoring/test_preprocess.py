@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import pearsonr
+from sklearn.metrics import roc_auc_score
 
 from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
 
@@ -97,3 +98,47 @@ def test_arrays_get_generic_names_and_bad_input_is_rejected() -> None:
         MetricPreprocessor(correlation_threshold=1.5).fit(X)
     with pytest.raises(ValueError):
         MetricPreprocessor().fit(np.array([[np.nan, 1.0], [2.0, 3.0]]))
+
+
+def test_max_features_keeps_the_columns_with_the_strongest_training_auroc() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 30 + [1] * 30)
+    X = pd.DataFrame(
+        {
+            "noise": rng.normal(size=60),
+            "weak": y * 0.3 + rng.normal(size=60),
+            "strong_low": -3.0 * y + rng.normal(size=60),  # separates by being lower
+            "strong": 3.0 * y + rng.normal(size=60),
+            "constant": np.ones(60),
+        }
+    )
+    pre = MetricPreprocessor(max_features=2).fit(X, y)
+    assert list(pre.get_feature_names_out()) == ["strong_low", "strong"]
+    for name in ("noise", "weak", "strong_low", "strong"):
+        j = list(X.columns).index(name)
+        assert pre.auroc_[j] == pytest.approx(roc_auc_score(y, X[name]))
+    assert np.isnan(pre.auroc_[4])  # filtered as constant before the ranking
+    assert pre.transform(X).shape == (60, 2)
+    assert len(MetricPreprocessor(max_features=10).fit(X, y).get_feature_names_out()) == 4
+    with pytest.raises(ValueError, match="needs labels y"):
+        MetricPreprocessor(max_features=2).fit(X)
+    with pytest.raises(ValueError, match="both classes"):
+        MetricPreprocessor(max_features=2).fit(X, np.zeros(60))
+    with pytest.raises(ValueError, match=">= 1"):
+        MetricPreprocessor(max_features=0).fit(X, y)
+
+
+def test_max_features_inside_a_pipeline_ranks_on_the_training_fold_only() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 20)
+    X = rng.normal(size=(40, 6))
+    train, test = np.arange(30), np.arange(30, 40)
+    # column 5 separates only the test rows: a ranking that saw them would pick it
+    X[test, 5] = y[test] * 10.0
+    X[train, 2] += 2.0 * y[train]
+    pipeline = make_pipeline(MetricPreprocessor(max_features=1), LogisticRegression())
+    pipeline.fit(X[train], y[train])
+    assert pipeline[0].support_.tolist() == [False, False, True, False, False, False]
