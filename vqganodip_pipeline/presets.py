@@ -44,8 +44,9 @@ class Preset:
         outer_folds: outer folds of the honest protocol.
         classifiers: classifier codes to try (None: all twelve).
         max_features: metrics the shipped model and the honest protocol keep, those with the
-            strongest training AUROC, ranked inside every fold (None: all; the paper protocol
-            always keeps all).
+            strongest training AUROC, ranked inside every fold: a number, "auto" (one per ten
+            abnormal training images, at least 2) or None (all; the paper protocol always
+            keeps all).
         batch_size: images per reconstruction batch.
         demo_data: batch sizes the demo writes.
     """
@@ -59,7 +60,7 @@ class Preset:
     search_folds: int
     outer_folds: int
     classifiers: tuple[str, ...] | None
-    max_features: int | None
+    max_features: int | str | None
     batch_size: int
     demo_data: DemoData
 
@@ -78,7 +79,7 @@ _PRESETS = {
         search_folds=3,
         outer_folds=3,
         classifiers=("lr", "et", "lda"),
-        max_features=10,
+        max_features="auto",
         batch_size=8,
         demo_data=DemoData(48, 24, 6, 2),
     ),
@@ -92,7 +93,7 @@ _PRESETS = {
         search_folds=5,
         outer_folds=5,
         classifiers=None,
-        max_features=20,
+        max_features="auto",
         batch_size=16,
         demo_data=DemoData(300, 80, 24, 6),
     ),
@@ -106,7 +107,7 @@ _PRESETS = {
         search_folds=5,
         outer_folds=5,
         classifiers=None,
-        max_features=20,
+        max_features="auto",
         batch_size=4,
         demo_data=DemoData(1200, 348, 60, 10),
     ),

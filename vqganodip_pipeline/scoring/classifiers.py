@@ -340,7 +340,7 @@ def build_pipeline(
     smote: SmoteSettings | None = None,
     correlation_threshold: float | None = 0.95,
     params: Mapping[str, Any] | None = None,
-    max_features: int | None = None,
+    max_features: int | str | None = None,
 ) -> Pipeline:
     """``MetricPreprocessor -> [SMOTE] -> classifier`` with classifier ``params`` applied."""
     preprocess = MetricPreprocessor(

@@ -33,8 +33,9 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         After the two filters, keep only this many columns: those whose training AUROC is
         farthest from 0.5 (ties: input order). Needs ``y``. A few hundred metrics against a
         hundred-odd labelled images overfit most classifiers; inside a pipeline the ranking is
-        refitted on every training fold, so it never sees a test fold. ``None``: keep all
-        (the paper).
+        refitted on every training fold, so it never sees a test fold. ``"auto"``: one metric
+        per ten training images of the smaller class (the events-per-variable rule of thumb
+        of logistic regression), at least 2. ``None``: keep all (the paper).
 
     Attributes
     ----------
@@ -52,7 +53,7 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         correlation_threshold: float | None = 0.95,
         drop_constant: bool = True,
         scale: bool = True,
-        max_features: int | None = None,
+        max_features: int | str | None = None,
     ) -> None:
         self.correlation_threshold = correlation_threshold
         self.drop_constant = drop_constant
@@ -91,20 +92,21 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
                 f"{X.shape[0]} training rows; nothing to learn from"
             )
         auroc = np.full(n_features, np.nan)
+        self.n_features_kept_ = int(support.sum())
         if self.max_features is not None:
-            if self.max_features < 1:
-                raise ValueError(f"max_features must be >= 1, got {self.max_features}")
             if y is None:
                 raise ValueError("max_features ranks columns by AUROC and needs labels y")
             labels = np.asarray(y)
             if len(np.unique(labels)) != 2:
                 raise ValueError("max_features needs both classes among the training rows")
             positive = labels == np.unique(labels)[1]
+            limit = self._feature_limit(positive)
             columns = np.flatnonzero(support)
             auroc[columns] = [roc_auc_score(positive, X[:, j]) for j in columns]
-            if len(columns) > self.max_features:
+            self.n_features_kept_ = min(limit, len(columns))
+            if len(columns) > limit:
                 strength = np.abs(auroc[columns] - 0.5)
-                order = np.argsort(-strength, kind="stable")[: self.max_features]
+                order = np.argsort(-strength, kind="stable")[:limit]
                 support = np.zeros(n_features, bool)
                 support[columns[order]] = True
         kept = X[:, support]
@@ -117,6 +119,14 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         # A constant column kept on purpose (drop_constant=False) maps to 0, as in MinMaxScaler.
         self.data_range_ = np.where(data_range > 0, data_range, 1.0)
         return self
+
+    def _feature_limit(self, positive: np.ndarray) -> int:
+        if self.max_features == "auto":
+            minority = int(min(positive.sum(), (~positive).sum()))
+            return max(2, minority // 10)
+        if isinstance(self.max_features, str) or int(self.max_features) < 1:
+            raise ValueError(f"max_features must be >= 1 or 'auto', got {self.max_features!r}")
+        return int(self.max_features)
 
     def transform(self, X: object) -> np.ndarray:
         check_is_fitted(self, "support_")

@@ -37,8 +37,9 @@ class SearchConfig:
     smote_ratio: SMOTE oversamples the minority class up to smote_ratio x the majority.
     smote_k_neighbors: SMOTE's k (lowered automatically for tiny folds).
     correlation_threshold: the preprocessing correlation filter (paper: 0.95).
-    max_features: keep the metrics with the strongest training AUROC, refitted in every fold
-        (None: all, the paper; see MetricPreprocessor).
+    max_features: keep the metrics with the strongest training AUROC, refitted in every fold:
+        a number, "auto" (one per ten minority images) or None (all, the paper; see
+        MetricPreprocessor).
     """
 
     n_iter: int = 500
@@ -50,7 +51,7 @@ class SearchConfig:
     smote_ratio: float = 1.0
     smote_k_neighbors: int = 5
     correlation_threshold: float | None = 0.95
-    max_features: int | None = None
+    max_features: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.n_iter < 1:

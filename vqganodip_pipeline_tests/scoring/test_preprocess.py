@@ -142,3 +142,16 @@ def test_max_features_inside_a_pipeline_ranks_on_the_training_fold_only() -> Non
     pipeline = make_pipeline(MetricPreprocessor(max_features=1), LogisticRegression())
     pipeline.fit(X[train], y[train])
     assert pipeline[0].support_.tolist() == [False, False, True, False, False, False]
+
+
+def test_max_features_auto_keeps_one_metric_per_ten_minority_images() -> None:
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 70 + [1] * 35)
+    X = rng.normal(size=(105, 12)) + np.outer(y, np.linspace(0.1, 2.0, 12))
+    pre = MetricPreprocessor(max_features="auto", correlation_threshold=None).fit(X, y)
+    assert pre.n_features_kept_ == 3 and pre.support_.sum() == 3
+    assert pre.support_[-3:].all()  # the three columns shifted most by the label
+    few = MetricPreprocessor(max_features="auto", correlation_threshold=None).fit(X[60:], y[60:])
+    assert few.support_.sum() == 2  # 10 minority images: the floor of two metrics
+    with pytest.raises(ValueError, match="'auto'"):
+        MetricPreprocessor(max_features="many").fit(X, y)
