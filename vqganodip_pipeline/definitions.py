@@ -16,7 +16,12 @@ import os
 import dagster as dg
 
 from vqganodip_pipeline.defs import ingestion, metric_assets, model_assets, scoring_assets
-from vqganodip_pipeline.defs.jobs import ingest_batch_job, process_batch_job, train_model_job
+from vqganodip_pipeline.defs.jobs import (
+    evaluate_model_job,
+    ingest_batch_job,
+    process_batch_job,
+    train_model_job,
+)
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor, weekly_retraining
 from vqganodip_pipeline.defs.settings import settings_from_env
@@ -57,7 +62,7 @@ def build_definitions(
             metric_assets.batch_metrics_complete,
             scoring_assets.zfn_holds_on_holdout,
         ],
-        jobs=[ingest_batch_job, process_batch_job, train_model_job],
+        jobs=[ingest_batch_job, process_batch_job, train_model_job, evaluate_model_job],
         sensors=[batch_inbox_sensor],
         schedules=[weekly_retraining],
         resources={

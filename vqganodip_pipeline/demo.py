@@ -120,6 +120,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     train_run = run("train_model")
     split = train_run.output_for_node("dataset_split")
     bundle = train_run.output_for_node("composite_score_model")
+    run("evaluate_model")
     score_run = run("process_batch", partition_key=PRODUCTION_BATCH)
     scores = score_run.output_for_node("batch_scores")
 

@@ -24,3 +24,11 @@ train_model_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("model"),
     description="Split the labelled batches and (re)build the model-side assets.",
 )
+
+# Its own job, so that a model whose blocking ZFN check failed still gets its report: the report
+# is how a person finds out why.
+evaluate_model_job = dg.define_asset_job(
+    "evaluate_model",
+    selection=dg.AssetSelection.groups("evaluation"),
+    description="Write the evaluation report (JSON and HTML) of the current model-side assets.",
+)

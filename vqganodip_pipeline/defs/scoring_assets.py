@@ -264,7 +264,7 @@ class EvaluationReportConfig(dg.Config):
             description="The same report as one self-contained HTML page with its figures.",
         ),
     },
-    group_name="model",
+    group_name="evaluation",
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,
