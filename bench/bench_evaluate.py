@@ -12,7 +12,8 @@ the targets of the project checked against what was measured.
 Both use the ImageNet MobileNetV2 weights from ../shared/data/weights when present.
 
 Writes ``bench/results/evaluate_<name>.json`` (the report with its targets, plus the machine)
-and ``bench/results/evaluate_<name>/report.html``. ``--quick`` runs the tiny preset on a small
+and the report folder ``bench/results/evaluate_<name>/`` (report.json, the self-contained
+report.html, figures/; the metric table is not kept in the repository). ``--quick`` runs the tiny preset on a small
 synthetic set into a temporary folder (a smoke run; results are not comparable).
 
 Run: ``.venv/bin/python bench/bench_evaluate.py [--quick] [--only synthetic|deeppcb]``.
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     targets=targets(0.90, None),
                 )
             result = run_one(name, config, out)
+            if not args.quick:
+                # the metric table (about 1 MB) stays out of the repository
+                (out / "metrics.parquet").unlink(missing_ok=True)
             result["machine"] = {"load_average_at_start": started_load}
             result["quick"] = args.quick
             if args.out:
