@@ -13,8 +13,9 @@ Both use the ImageNet MobileNetV2 weights from ../shared/data/weights when prese
 
 Writes ``bench/results/evaluate_<name>.json`` (the report with its targets, plus the machine)
 and the report folder ``bench/results/evaluate_<name>/`` (report.json, the self-contained
-report.html, figures/; the metric table is not kept in the repository). ``--quick`` runs the tiny preset on a small
-synthetic set into a temporary folder (a smoke run; results are not comparable).
+report.html, figures/; the metric table is not kept in the repository). ``--quick`` runs the
+tiny preset on a small synthetic set into a temporary folder (a smoke run; results are not
+comparable).
 
 Run: ``.venv/bin/python bench/bench_evaluate.py [--quick] [--only synthetic|deeppcb]``.
 """
