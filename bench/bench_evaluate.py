@@ -120,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                 write_mvtec_dataset(
                     data, n_normal=n_normal, n_abnormal=n_abnormal, size=256, seed=0
                 )
+                spec = {
+                    "generator": "write_mvtec_dataset (deleted after the run)",
+                    "n_normal": n_normal,
+                    "n_abnormal": n_abnormal,
+                    "size": 256,
+                    "seed": 0,
+                }
                 config = EvaluationConfig(
                     dataset=str(data),
                     layout="mvtec",
@@ -130,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                     targets=(*targets(0.95, 0.99), LATENCY),
                 )
             else:
+                config_pairs = 24 if args.quick else args.deeppcb_pairs
                 if not DEEPPCB.is_dir():
                     payload = {"skipped": f"DeepPCB not found at {DEEPPCB}"}
                     print(f"[bench_evaluate] deeppcb skipped: {payload['skipped']}")
                     write_result("evaluate_deeppcb", payload, Path(args.out) if args.out else None)
                     continue
+                spec = {"path": "../shared/data/deeppcb-trainval", "pairs": config_pairs}
                 config = EvaluationConfig(
                     dataset=str(DEEPPCB),
                     layout="deeppcb",
@@ -142,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                     size=128 if args.quick else None,
                     weights=weights,
                     seed=0,
-                    max_groups=24 if args.quick else args.deeppcb_pairs,
+                    max_groups=config_pairs,
                     targets=targets(0.90, None),
                 )
             result = run_one(name, config, out)
+            result["dataset"] = spec
             if not args.quick:
                 # the metric table (about 1 MB) stays out of the repository
                 (out / "metrics.parquet").unlink(missing_ok=True)
