@@ -39,7 +39,8 @@ def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
 
     from vqganodip_pipeline.data.synthetic import make_layout, render_unit
     from vqganodip_pipeline.localize.candidates import top_p_pixels, zoom_out_and_shift
-    from vqganodip_pipeline.localize.mask import difference_image
+    from vqganodip_pipeline.localize.feature_deviation import fit_feature_statistics
+    from vqganodip_pipeline.localize.mask import NormalVariation, difference_image, normal_variation
     from vqganodip_pipeline.localize.patch_distance import (
         image_features,
         patch_distances_fast,
@@ -71,7 +72,18 @@ def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
         return value
 
     outputs = {"mse": 0.0, "quant_loss": 0.0, "codes_used": 1.0}
-    weights_map = np.ones((size, size), dtype=np.float32)
+    # normal variation of a few units (each "reconstructed" by another unit), as the weighting
+    # mask asset would store it: W, per-pixel statistics and per-position feature statistics
+    units = np.stack([render_unit(layout, size=size, seed=300 + i)[0] for i in range(6)])
+    plain = normal_variation(units, np.roll(units, 1, axis=0))
+    normal = NormalVariation(
+        plain.weights,
+        plain.mean,
+        plain.std,
+        plain.sigma,
+        plain.eps,
+        timed("feature_statistics_6_units", fit_feature_statistics, choice.backbone, units),
+    )
     for k, defect in enumerate(defects):
         x, _ = render_unit(layout, size=size, seed=100 + k, defect=defect)
         x_hat, _ = render_unit(layout, size=size, seed=200 + k)
@@ -104,9 +116,7 @@ def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
                 }
                 entry["paper_resized_overlap_top_q"] = len(fast_set & resized_set) / config.q
             comparisons.append(entry)
-        timed(
-            "image_metrics_total", image_metrics, x, x_hat, features, outputs, weights_map, config
-        )
+        timed("image_metrics_total", image_metrics, x, x_hat, features, outputs, normal, config)
     return {
         "size": size,
         "backbone": choice.note,
