@@ -8,7 +8,11 @@ output). Backbone: ImageNet MobileNetV2 from ../shared/data/weights when present
 ``--weights`` option), else a randomly initialised PatchGAN discriminator (same code path as the
 trained one). Each size runs in its own subprocess so peak memory is per size.
 
-Run: ``.venv/bin/python bench/bench_localize.py [--quick]`` -> bench/results/localize.json.
+``--scaled-alpha`` uses alpha = 4 px per 256 px of image side (16 px at 1024) instead, so the
+patches cover the same share of the board at every size -> localize_scaled_alpha.json.
+
+Run: ``.venv/bin/python bench/bench_localize.py [--quick] [--scaled-alpha]`` ->
+bench/results/localize.json.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
+def run_size(size: int, weights: str | None, quick: bool, scaled_alpha: bool) -> dict[str, Any]:
     """Measure one image size in this process (called in a subprocess)."""
     import numpy as np
     import torch
@@ -54,8 +58,10 @@ def run_size(size: int, weights: str | None, quick: bool) -> dict[str, Any]:
     from vqganodip_pipeline.pipeline import build_backbone
 
     torch.set_num_threads(1)
-    scale = size // 256
-    config = LocalizeConfig(p=100, n=4, alpha=4 * scale, q=250)
+    # the paper's alpha = 4 px at every size; --scaled-alpha keeps the patches' share of the
+    # image fixed instead (alpha = 4 px per 256 px)
+    alpha = 4 * max(1, size // 256) if scaled_alpha else 4
+    config = LocalizeConfig(p=100, n=4, alpha=alpha, q=250)
     model_config, _ = vqgan_preset("demo")
     discriminator = build_discriminator(model_config, seed=0).eval()
     choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
@@ -134,11 +140,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one image, 256 px only")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="MobileNetV2 weights")
     parser.add_argument("--out", type=Path, default=None, help="result file (default results/)")
+    parser.add_argument(
+        "--scaled-alpha",
+        action="store_true",
+        help="alpha = 4 px per 256 px of image side instead of the paper's 4 px",
+    )
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     weights = args.weights if Path(args.weights).is_file() else None
     if args.size is not None:  # child process
-        print(json.dumps(run_size(args.size, weights, args.quick)))
+        print(json.dumps(run_size(args.size, weights, args.quick, args.scaled_alpha)))
         return
     sizes = [256] if args.quick else [256, 1024]
     results = []
@@ -146,6 +157,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--size", str(size), "--weights", args.weights]
         if args.quick:
             command.append("--quick")
+        if args.scaled_alpha:
+            command.append("--scaled-alpha")
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1], indent=2))
@@ -154,8 +167,15 @@ def main() -> None:
     except ImportError:
         sys.path.insert(0, str(ROOT))
         from bench._common import write_result
-    payload = {"benchmark": "localize", "quick": args.quick, "sizes": results}
+    payload = {
+        "benchmark": "localize",
+        "quick": args.quick,
+        "alpha": "4 px per 256 px" if args.scaled_alpha else "4 px (paper)",
+        "sizes": results,
+    }
     name = "localize_quick" if args.quick else "localize"
+    if args.scaled_alpha:
+        name += "_scaled_alpha"
     write_result(name, payload, path=args.out)
 
 
