@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from vqganodip_pipeline.localize.candidates import zoom_out_and_shift
 from vqganodip_pipeline.localize.patch_distance import (
     _frechet_from_samples,
+    candidate_regions,
     cell_ranges,
     image_features,
     patch_distances_fast,
+    patch_distances_regions,
     patch_distances_resized,
     select_top_q,
 )
@@ -111,3 +113,54 @@ def test_top_q_selects_distinct_highest_patches_and_hits_the_defect() -> None:
     assert np.all(np.diff(distances[chosen]) <= 0)
     top, left, size = patches[chosen[0]]
     assert top < 28 and top + size > 20 and left < 40 and left + size > 30
+
+
+def test_candidate_regions_cover_every_context_box_on_the_alignment_grid() -> None:
+    patches = np.array([[10, 10, 4], [14, 12, 8], [200, 220, 16], [250, 0, 4]])
+    regions, owner = candidate_regions(patches, (256, 240), context=8, align=8)
+    # the first two patches share one crop, the two far ones get their own
+    assert len(regions) == 3 and owner[0] == owner[1] and len(set(owner.tolist())) == 3
+    for (top, left, size), k in zip(patches, owner, strict=True):
+        r_top, r_left, r_bottom, r_right = regions[k]
+        assert r_top <= max(top - 8, 0) and r_left <= max(left - 8, 0)
+        assert r_bottom >= min(top + size + 8, 256) and r_right >= min(left + size + 8, 240)
+    assert np.all(regions[:, :2] % 8 == 0)
+    assert np.all((regions[:, 2] % 8 == 0) | (regions[:, 2] == 256))
+    assert np.all((regions[:, 3] % 8 == 0) | (regions[:, 3] == 240))
+    # hand-made case: patch (10, 10, 4), context 8 -> px rows 2..22 -> cells 0..2 -> px 0..24
+    lone, _ = candidate_regions(patches[:1], (256, 240), context=8, align=8)
+    np.testing.assert_array_equal(lone, [[0, 0, 24, 24]])
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "frechet"])
+def test_region_path_equals_whole_image_path_for_a_local_backbone(estimator: str) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    x_hat = x.copy()
+    x_hat[20:28, 30:40] = 255 - x_hat[20:28, 30:40]
+    x_hat[130:136, 120:150] //= 2
+    backbone = AvgPoolBackbone()
+    patches = zoom_out_and_shift(np.array([[24, 34], [24, 35], [133, 135]]), (160, 160), 3, 4)
+    regions, _ = candidate_regions(np.unique(patches, axis=0), (160, 160), 16, 8)
+    assert len(regions) == 2  # the two defects are scored on two separate crops
+    whole = patch_distances_fast(image_features(backbone, x, x_hat), patches, estimator)
+    crops = patch_distances_regions(backbone, x, x_hat, patches, estimator, context=16)
+    np.testing.assert_allclose(crops, whole, rtol=1e-9, atol=1e-12)
+    assert crops.max() > 0
+
+
+def test_region_path_falls_back_to_one_pass_when_crops_cover_the_image() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    class Recording(AvgPoolBackbone):
+        def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+            calls.append(tuple(x.shape[-2:]))
+            return super().feature_maps(x)
+
+    x, x_hat = _images(5)
+    spread = np.array([[r, c] for r in (4, 32, 60) for c in (4, 32, 60)])
+    patches = zoom_out_and_shift(spread, (64, 64), n=2, alpha=4)
+    values = patch_distances_regions(Recording(), x, x_hat, patches, context=16)
+    assert calls == [(64, 64)]
+    expected = patch_distances_fast(image_features(AvgPoolBackbone(), x, x_hat), patches)
+    np.testing.assert_allclose(values, expected, rtol=1e-9, atol=1e-12)
