@@ -44,6 +44,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         preset=args.preset,
         size=args.size,
         weights=args.weights,
+        backbone=args.backbone,
+        backbone_weights=args.backbone_weights,
         device=args.device,
         use_mask={"on": True, "off": False, "auto": None}[args.mask],
         steps=args.steps,
@@ -98,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, default=None, help="working resolution (default: the preset's)"
     )
     evaluate.add_argument("--weights", default=None, help="local MobileNetV2 weights file")
+    evaluate.add_argument(
+        "--backbone",
+        default="auto",
+        help="auto | mobilenet_v2 | vgg16 | inception_v3 | vqgan_discriminator | vqgan_encoder",
+    )
+    evaluate.add_argument(
+        "--backbone-weights",
+        default=None,
+        help="local torchvision weights file of vgg16 / inception_v3 (default: --weights)",
+    )
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     evaluate.add_argument(
         "--mask", default="auto", choices=("auto", "on", "off"), help="weighting mask"

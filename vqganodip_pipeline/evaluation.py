@@ -62,7 +62,12 @@ class EvaluationConfig:
         preset: ``tiny``, ``demo`` or ``paper``.
         size: working resolution in px; None = the preset's, except DeepPCB which keeps its
             native 640 px (its defects are a few px wide and vanish when shrunk).
-        weights: optional local ImageNet MobileNetV2 weights for perceptual features.
+        weights: optional local ImageNet MobileNetV2 weights (perceptual loss and features).
+        backbone: patch/feature backbone: ``auto`` (MobileNetV2 with ``weights``, else the
+            VQGAN discriminator), ``mobilenet_v2``, ``vgg16``, ``inception_v3``,
+            ``vqgan_discriminator`` or ``vqgan_encoder``.
+        backbone_weights: the ImageNet weights file of ``vgg16`` / ``inception_v3``
+            (None = ``weights``).
         use_mask: normal-variation statistics (the weighting mask W and the standardized
             variant) on/off; None = on, except DeepPCB (every image is another board region,
             so there is no fixed position to learn variation at).
@@ -80,6 +85,8 @@ class EvaluationConfig:
     preset: str = "demo"
     size: int | None = None
     weights: str | None = None
+    backbone: str = "auto"
+    backbone_weights: str | None = None
     device: str = "auto"
     use_mask: bool | None = None
     steps: int = 0
@@ -562,7 +569,12 @@ def run_evaluation(
     mask_rows = _rows(prepared.split, "mask_calibration")
     mask_images = load_images(mask_rows, size, options)
     use_mask = config.use_mask if config.use_mask is not None else prepared.layout != "deeppcb"
-    choice = build_backbone("auto", weights_path=config.weights, discriminator=discriminator)
+    choice = build_backbone(
+        config.backbone,
+        weights_path=config.backbone_weights or config.weights,
+        discriminator=discriminator,
+        encoder=model.encoder,
+    )
     normal = compute_normal_variation(
         model,
         mask_images,

@@ -19,8 +19,11 @@ import pandas as pd
 from vqganodip_pipeline.features.backbones import (
     BACKBONES,
     DiscriminatorBackbone,
+    EncoderBackbone,
     FeatureBackbone,
+    InceptionBackbone,
     MobileNetBackbone,
+    VGG16Backbone,
 )
 from vqganodip_pipeline.localize.candidates import hit_defects
 from vqganodip_pipeline.localize.feature_deviation import fit_feature_statistics
@@ -49,22 +52,35 @@ def build_backbone(
     *,
     weights_path: str | Path | None,
     discriminator: Any | None,
+    encoder: Any | None = None,
 ) -> BackboneChoice:
     """The perceptual backbone for patch distances.
 
     ``auto`` (documented default): ImageNet MobileNetV2 when ``weights_path`` names an existing
-    file, otherwise the trained VQGAN discriminator's features, saying so. Naming
-    ``mobilenet_v2`` explicitly with a missing file is an error naming the path.
+    file, otherwise the trained VQGAN discriminator's features, saying so. ``mobilenet_v2``,
+    ``vgg16`` and ``inception_v3`` load their ImageNet weights from ``weights_path`` (a local
+    torchvision-layout state dict; a missing file is an error naming the path);
+    ``vqgan_discriminator`` and ``vqgan_encoder`` use the trained model's own networks.
     """
     if name not in ("auto", *BACKBONES):
         raise ValueError(f"unknown backbone {name!r}; expected auto or one of {BACKBONES}")
-    if name == "mobilenet_v2" or (name == "auto" and weights_path and Path(weights_path).is_file()):
+    imagenet = {
+        "mobilenet_v2": MobileNetBackbone,
+        "vgg16": VGG16Backbone,
+        "inception_v3": InceptionBackbone,
+    }
+    if name == "auto" and weights_path and Path(weights_path).is_file():
+        name = "mobilenet_v2"
+    if name in imagenet:
         if not weights_path:
-            raise FileNotFoundError("backbone mobilenet_v2 needs a weights file (weights_path)")
-        backbone = MobileNetBackbone(weights_path)
+            raise FileNotFoundError(f"backbone {name} needs a local weights file (weights_path)")
+        backbone: FeatureBackbone = imagenet[name](weights_path)
         return BackboneChoice(backbone, f"{backbone.name} from {weights_path}")
     if name == "vqgan_encoder":
-        raise ValueError("the vqgan_encoder backbone is not available in this version")
+        if encoder is None:
+            raise ValueError("the vqgan_encoder backbone needs the trained VQGAN encoder")
+        backbone = EncoderBackbone(encoder)
+        return BackboneChoice(backbone, f"{backbone.name} (the trained VQGAN encoder)")
     if discriminator is None:
         raise ValueError("the vqgan_discriminator backbone needs the trained discriminator")
     backbone = DiscriminatorBackbone(discriminator)

@@ -47,9 +47,12 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
         tmp_path / "synthetic", n_normal=60, n_abnormal=24, size=64, seed=3
     )
     out = tmp_path / "report"
-    assert main(["evaluate", "--dataset", str(dataset), "--preset", "tiny", "--out", str(out)]) == 0
+    # the VQGAN's own encoder as the patch backbone, named in the report
+    arguments = ["--preset", "tiny", "--backbone", "vqgan_encoder", "--out", str(out)]
+    assert main(["evaluate", "--dataset", str(dataset), *arguments]) == 0
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
+    assert report["backbone"].startswith("vqgan_encoder[")
     assert report["layout"] == "mvtec" and report["image_size"] == 64
     assert report["n_abnormal"] == 24 and report["n_normal"] == 60
     assert {"paper", "honest"} <= set(report["protocols"])

@@ -36,7 +36,10 @@ def model_bundle(
     """(checkpoint, backbone choice) for a stored VQGAN checkpoint."""
     checkpoint = checkpoint_from_payload(payload)
     choice = build_backbone(
-        settings.backbone, weights_path=settings.weights(), discriminator=checkpoint.discriminator
+        settings.backbone,
+        weights_path=settings.backbone_weights(),
+        discriminator=checkpoint.discriminator,
+        encoder=checkpoint.model.encoder,
     )
     return checkpoint, choice
 

@@ -17,13 +17,17 @@ class PipelineSettings(dg.ConfigurableResource):
     ``weights_path``: a local ImageNet MobileNetV2 state dict for perceptual features (patch
     distances and the VQGAN perceptual loss). Empty: the documented fallback (the trained VQGAN
     discriminator's features; a discriminator feature loss during training) is used and said.
-    Nothing is ever downloaded.
+    ``backbone``: the patch/feature backbone (``auto``, ``mobilenet_v2``, ``vgg16``,
+    ``inception_v3``, ``vqgan_discriminator``, ``vqgan_encoder``);
+    ``backbone_weights_path``: the local torchvision weights file of ``vgg16`` /
+    ``inception_v3`` (empty: ``weights_path``). Nothing is ever downloaded.
     """
 
     preset: str = "demo"
     device: str = "auto"
     weights_path: str = ""
     backbone: str = "auto"
+    backbone_weights_path: str = ""
     work_dir: str = ".vqganodip_work"
 
     def get_preset(self) -> Preset:
@@ -50,6 +54,9 @@ class PipelineSettings(dg.ConfigurableResource):
     def weights(self) -> str | None:
         return self.weights_path or None
 
+    def backbone_weights(self) -> str | None:
+        return self.backbone_weights_path or self.weights()
+
     def training_dir(self, key: str) -> Path:
         path = Path(self.work_dir).resolve() / "vqgan" / key
         path.mkdir(parents=True, exist_ok=True)
@@ -61,5 +68,7 @@ def settings_from_env(preset: str | None = None) -> PipelineSettings:
         preset=preset or os.environ.get("VQGANODIP_PRESET", "demo"),
         device=os.environ.get("VQGANODIP_DEVICE", "auto"),
         weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
+        backbone=os.environ.get("VQGANODIP_BACKBONE", "auto"),
+        backbone_weights_path=os.environ.get("VQGANODIP_BACKBONE_WEIGHTS", ""),
         work_dir=os.environ.get("VQGANODIP_WORK", ".vqganodip_work"),
     )

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqganodip_pipeline.features.weights import load_weights_file
+
 # (expand ratio t, output channels c, repeats n, first stride s) — torchvision / the MobileNetV2
 # paper, width multiplier 1.0.
 _INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -192,38 +194,13 @@ class MobileNetV2(nn.Module):
         return self.logits(x)
 
 
-def load_mobilenet_v2(path: str | Path, map_location: str | torch.device = "cpu") -> MobileNetV2:
+def load_mobilenet_v2(path: str | Path) -> MobileNetV2:
     """MobileNetV2 with the ImageNet weights of the state-dict file ``path`` (strict load).
 
     Raises ``FileNotFoundError`` naming ``path`` when it does not exist and ``ValueError`` when
     the file is not a readable state dict or its keys / shapes do not match the architecture.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MobileNetV2 weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for a non-checkpoint file
-        raise ValueError(f"{path} is not a readable PyTorch state dict: {error}") from error
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ValueError(f"{path} does not hold a state dict (str -> tensor mapping)")
     model = MobileNetV2()
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{path} is not a MobileNetV2 (torchvision layout) state dict: "
-            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
-            f"{unexpected[:3]}, {len(wrong_shape)} shape mismatches {wrong_shape[:3]}"
-        )
-    model.load_state_dict(state, strict=True)
+    load_weights_file(model, path, "MobileNetV2 (torchvision layout)")
     model.requires_grad_(False)
     return model.eval()

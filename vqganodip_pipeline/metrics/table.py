@@ -339,7 +339,7 @@ def metric_documentation() -> str:
         "(connected components or boxes) and how many a selected patch touches |",
         "",
         f"All three variants: {len(metric_column_names(feature_maps=2))} metric columns per "
-        "image with a two-map backbone (both shipped backbones have two) "
+        "image with a two-map backbone (every backbone has two by default) "
         f"({len(metric_column_names(perceptual=False, feature_maps=2))} when the VQGAN has no "
         "perceptual loss); "
         "raw only (no normal images to learn from): "
