@@ -563,7 +563,11 @@ def run_evaluation(
     )
     seconds["train_vqgan_total"] = time.perf_counter() - begin
     model, discriminator = trained.model.eval(), trained.discriminator.eval()
-    del train_images
+    # every normal unit outside the classifier set also feeds the feature statistics
+    normal_units = (
+        train_images if val_images is None else np.concatenate([train_images, val_images])
+    )
+    del train_images, val_images
 
     # 2. weighting mask and golden sample
     mask_rows = _rows(prepared.split, "mask_calibration")
@@ -582,7 +586,9 @@ def run_evaluation(
         standardize=use_mask,
         config=preset.localize,
         backbone=choice.backbone,
+        feature_images=normal_units,
     )
+    del normal_units
     golden = mask_images.mean(axis=0).round().astype(np.uint8)
     log(f"[evaluate] weighting mask {'on' if use_mask else 'off'}; backbone: {choice.note}")
 

@@ -220,6 +220,9 @@ class WeightingMaskConfig(dg.Config):
     enabled: bool = True  # the paper's W (weighted variant)
     standardized: bool = True  # per-pixel difference statistics (standardized variant)
     alignment: str = "none"  # "phase": align each image to the first before differencing
+    # feature statistics (standardized variant) also from the VQGAN's training and validation
+    # units: they need no reconstruction, and more units give a better covariance
+    training_units_for_features: bool = True
 
 
 @dg.asset(
@@ -245,6 +248,18 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
+    feature_images = None
+    if config.standardized and config.training_units_for_features:
+        extra_rows = role_rows(dataset_split, "vqgan_train", "vqgan_val")
+        if len(extra_rows):
+            feature_images = load_images(extra_rows, preset.image_size, inbox.storage_options())
+            if config.alignment != "none":
+                feature_images = np.stack(
+                    [
+                        align_to_reference(im, images[0], config.alignment)[0]
+                        for im in feature_images
+                    ]
+                )
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     normal = compute_normal_variation(
         checkpoint.model,
@@ -254,6 +269,7 @@ def weighting_mask(
         config=settings.localize_config(),
         batch_size=preset.batch_size,
         backbone=choice.backbone,
+        feature_images=feature_images,
     )
     # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
     arrays = {**normal.to_arrays(), "golden": images.mean(axis=0).round().astype(np.uint8)}
@@ -262,6 +278,7 @@ def weighting_mask(
         "weighting_mask": config.enabled,
         "standardized": config.standardized,
         "feature_statistics": "none" if normal.features is None else normal.features.backbone,
+        "feature_statistics_units": 0 if normal.features is None else normal.features.count,
     }
     if normal.weights is not None:
         metadata["mean_weight"] = float(normal.weights.mean())

@@ -3,16 +3,24 @@
 The pixel difference |x - x_hat| misses defects the VQGAN reproduces faithfully (a missing
 part leaves bare pads, which the codebook knows well) and lights up wherever a blurry
 reconstruction meets a sharp edge that moved by a pixel of placement jitter. Backbone features
-pool a few pixels and are tolerant to such jitter, and comparing them with the features of the
-m calibration units at the same position asks "does this region look like it does on a good
-unit?", independently of the reconstruction. Per feature map l, with per-position, per-channel
-mean mu and variance var of the m calibration units:
+pool a few pixels and are tolerant to such jitter, and comparing them with the features of
+normal units at the same position asks "does this region look like it does on a good unit?",
+independently of the reconstruction. Per feature map l with C channels, from the n normal units'
+per-position mean mu and covariance S (C x C) of the channel vector:
 
-    D_l(i, j) = mean_c (f_l(x)[c, i, j] - mu[c, i, j])^2 / (var[c, i, j] + lambda * mean(var))
+    Sigma = (1 - lambda) S + lambda (tr S / C) I
+    D_l(i, j) = (f_l(x)[:, i, j] - mu)^T Sigma^-1 (f_l(x)[:, i, j] - mu) / C
 
-(a diagonal Mahalanobis distance as in PaDiM, Defard et al. 2021; lambda regularises the
-variance that 30 images estimate). Products without a fixed position have no per-position
-statistics and no such metric.
+the Mahalanobis distance of PaDiM (Defard et al. 2021), with the covariance shrunk towards a
+scaled identity so that a few dozen to a few hundred units give a well-conditioned estimate;
+lambda is Ledoit and Wolf's (2004) optimal intensity at every position by default (close to 1
+when the backbone has more channels than there are units), or a fixed number. The statistics
+need only normal images, not reconstructions, so the units the VQGAN was trained on count too.
+On the tuning seed (7) of the synthetic boards (MobileNetV2 blocks 3 and 6), the full
+covariance with Ledoit-Wolf shrinkage from 220 normal units (calibration, VQGAN training and
+validation) reached single-metric AUROCs of 0.992 and 0.980, against 0.880 and 0.909 for a
+diagonal one from the 30 calibration units. Products without a fixed position have no
+per-position statistics and no such metric.
 """
 
 from __future__ import annotations
@@ -33,14 +41,21 @@ class FeatureStatistics:
 
     Attributes:
         backbone: name of the backbone that made them (a mismatch at use time is an error).
-        mean, var: per feature map, (C, h, w) float32 mean and variance over the m units.
-        shrinkage: lambda, the share of the map's mean variance added to every variance.
+        mean: per feature map, (C, h, w) float32 mean over the n units.
+        precision: per feature map, (h * w, C, C) float32 inverse of the shrunk covariance
+            Sigma at every position (row-major).
+        count: n, the number of normal units.
+        shrinkage: lambda, the weight of the scaled identity in Sigma: ``"ledoit_wolf"``
+            (estimated at every position) or a number in [0, 1].
+        mean_shrinkage: per feature map, the average lambda used over its positions.
     """
 
     backbone: str
     mean: tuple[np.ndarray, ...]
-    var: tuple[np.ndarray, ...]
-    shrinkage: float = 0.1
+    precision: tuple[np.ndarray, ...]
+    count: int
+    shrinkage: float | str = "ledoit_wolf"
+    mean_shrinkage: tuple[float, ...] = ()
 
     def deviation_maps(self, features: Sequence[torch.Tensor], backbone: str) -> list[np.ndarray]:
         """D_l of one image's feature maps ((C, h, w) each, as in ImageFeatures.x)."""
@@ -52,73 +67,169 @@ class FeatureStatistics:
         if len(features) != len(self.mean):
             raise ValueError(f"{len(features)} feature maps, statistics for {len(self.mean)}")
         maps = []
-        for f, mean, var in zip(features, self.mean, self.var, strict=True):
+        for f, mean, precision in zip(features, self.mean, self.precision, strict=True):
             values = f.detach().cpu().numpy().astype(np.float64)
             if values.shape != mean.shape:
                 raise ValueError(
                     f"feature map {values.shape} does not match the statistics {mean.shape}: "
                     "the image size differs from the calibration images'"
                 )
-            denominator = var.astype(np.float64) + self.shrinkage * float(var.mean()) + 1e-12
-            maps.append((((values - mean) ** 2) / denominator).mean(axis=0))
+            channels, height, width = mean.shape
+            centred = (values - mean).reshape(channels, -1).T  # (h * w, C)
+            distance = np.einsum("pc,pcd,pd->p", centred, precision.astype(np.float64), centred)
+            maps.append(distance.reshape(height, width) / channels)
         return maps
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {
             "feature_backbone": np.asarray(self.backbone),
-            "feature_shrinkage": np.float64(self.shrinkage),
+            "feature_shrinkage": np.asarray(str(self.shrinkage)),
+            "feature_lambda_mean": np.asarray(self.mean_shrinkage, dtype=np.float64),
+            "feature_count": np.int64(self.count),
         }
-        for i, (mean, var) in enumerate(zip(self.mean, self.var, strict=True)):
+        for i, (mean, precision) in enumerate(zip(self.mean, self.precision, strict=True)):
             arrays[f"feature_mean_{i}"] = mean.astype(np.float32)
-            arrays[f"feature_var_{i}"] = var.astype(np.float32)
+            arrays[f"feature_precision_{i}"] = precision.astype(np.float32)
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureStatistics | None:
         if "feature_backbone" not in arrays:
             return None
+        if "feature_precision_0" not in arrays:
+            raise ValueError(
+                "stored feature statistics are diagonal (an earlier version): "
+                "rematerialize the weighting mask"
+            )
         count = sum(1 for key in arrays if key.startswith("feature_mean_"))
         return cls(
             backbone=str(arrays["feature_backbone"]),
             mean=tuple(np.asarray(arrays[f"feature_mean_{i}"]) for i in range(count)),
-            var=tuple(np.asarray(arrays[f"feature_var_{i}"]) for i in range(count)),
-            shrinkage=float(arrays.get("feature_shrinkage", 0.1)),
+            precision=tuple(np.asarray(arrays[f"feature_precision_{i}"]) for i in range(count)),
+            count=int(arrays["feature_count"]),
+            shrinkage=_parse_shrinkage(str(arrays["feature_shrinkage"])),
+            mean_shrinkage=tuple(float(v) for v in arrays["feature_lambda_mean"]),
         )
+
+
+def _parse_shrinkage(value: str) -> float | str:
+    return value if value == "ledoit_wolf" else float(value)
+
+
+def ledoit_wolf_intensity(
+    covariance: np.ndarray, fourth_moment: np.ndarray, count: int
+) -> np.ndarray:
+    """Ledoit and Wolf's (2004) shrinkage intensity towards (tr S / C) I at every position, as
+    ``sklearn.covariance.ledoit_wolf_shrinkage`` computes it from the samples.
+
+    Args:
+        covariance: (P, C, C) biased covariances S.
+        fourth_moment: (P,) mean over the n units of ||x - mu||^4.
+        count: n.
+    """
+    channels = covariance.shape[-1]
+    scale = np.trace(covariance, axis1=1, axis2=2) / channels
+    frobenius = np.einsum("pcd,pcd->p", covariance, covariance)
+    beta = (fourth_moment - frobenius) / (channels * count)
+    delta = (frobenius - 2.0 * scale * scale * channels + channels * scale**2) / channels
+    beta = np.minimum(np.maximum(beta, 0.0), delta)
+    return np.where(delta > 0, beta / np.where(delta > 0, delta, 1.0), 1.0)
+
+
+def shrunk_precision(covariance: np.ndarray, shrinkage: np.ndarray | float) -> np.ndarray:
+    """Inverse of (1 - lambda) S + lambda (tr S / C) I for a stack (P, C, C) of covariances and
+    a lambda per position (or one for all).
+    The per-position scale tr S / C is floored at 1% of its mean over the map: a position where
+    every normal unit looked alike (e.g. flat background) must not turn sensor noise into an
+    anomaly, and the matrix stays invertible."""
+    channels = covariance.shape[-1]
+    scale = np.trace(covariance, axis1=1, axis2=2) / channels  # (P,)
+    floor = 0.01 * float(scale.mean()) + 1e-12
+    lam = np.broadcast_to(np.asarray(shrinkage, dtype=np.float64), scale.shape)[:, None, None]
+    identity = np.eye(channels)
+    # the floor enters as extra ridge where the scale is below it, keeping lambda's meaning
+    ridge = np.maximum(floor - scale, 0.0)[:, None, None] * identity
+    shrunk = (1.0 - lam) * covariance + lam * scale[:, None, None] * identity + ridge
+    shrunk = shrunk + (lam == 0.0) * 1e-9 * floor * identity
+    return np.linalg.inv(shrunk)
 
 
 @torch.no_grad()
 def fit_feature_statistics(
     backbone: FeatureBackbone,
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     *,
-    shrinkage: float = 0.1,
+    shrinkage: float | str = "ledoit_wolf",
     batch_size: int = 8,
 ) -> FeatureStatistics:
-    """Per-position mean and variance of ``backbone``'s feature maps over normal images
-    ((m, H, W, 3) ``uint8``, m >= 2), accumulated batch by batch in float64."""
-    if len(images) < 2:
-        raise ValueError(f"feature statistics need at least 2 normal images, got {len(images)}")
-    if shrinkage < 0:
-        raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
-    sums: list[np.ndarray] = []
-    squares: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        maps = backbone.feature_maps(images_to_tensor(images[start : start + batch_size]))
-        for i, m in enumerate(maps):
-            values = m.double().cpu().numpy()
-            if len(sums) <= i:
-                sums.append(np.zeros(values.shape[1:]))
-                squares.append(np.zeros(values.shape[1:]))
-            sums[i] += values.sum(axis=0)
-            squares[i] += (values**2).sum(axis=0)
-    n = float(len(images))
-    means = tuple(s / n for s in sums)
-    variances = tuple(
-        np.maximum(q / n - mean**2, 0.0) for q, mean in zip(squares, means, strict=True)
-    )
+    """Per-position mean and shrunk-covariance precision of ``backbone``'s feature maps over
+    normal images: one (n, H, W, 3) ``uint8`` array or several (e.g. the calibration units and
+    the VQGAN's training units), n >= 2 in all; one pass, moments accumulated in float64."""
+    sets = [images] if isinstance(images, np.ndarray) else list(images)
+    total = sum(len(s) for s in sets)
+    if total < 2:
+        raise ValueError(f"feature statistics need at least 2 normal images, got {total}")
+    if shrinkage != "ledoit_wolf" and not (
+        isinstance(shrinkage, int | float) and 0.0 <= shrinkage <= 1.0
+    ):
+        raise ValueError(f"shrinkage must be 'ledoit_wolf' or lie in [0, 1], got {shrinkage!r}")
+    # raw moments per position: sum x, sum x x^T, sum ||x||^2 x, sum ||x||^4
+    moments: list[list[np.ndarray]] = []
+    shapes: list[tuple[int, ...]] = []
+    for image_set in sets:
+        for start in range(0, len(image_set), batch_size):
+            batch = images_to_tensor(image_set[start : start + batch_size])
+            for i, m in enumerate(backbone.feature_maps(batch)):
+                values = m.double().cpu().numpy()
+                n, channels = values.shape[:2]
+                vectors = values.reshape(n, channels, -1).transpose(0, 2, 1)  # (n, P, C)
+                if len(moments) <= i:
+                    shapes.append(values.shape[1:])
+                    positions = vectors.shape[1]
+                    moments.append(
+                        [
+                            np.zeros((positions, channels)),
+                            np.zeros((positions, channels, channels)),
+                            np.zeros((positions, channels)),
+                            np.zeros(positions),
+                        ]
+                    )
+                if values.shape[1:] != shapes[i]:
+                    raise ValueError(
+                        f"normal images of different sizes: feature map {values.shape[1:]} "
+                        f"vs {shapes[i]}"
+                    )
+                squared_norm = (vectors**2).sum(axis=2)  # (n, P)
+                moments[i][0] += vectors.sum(axis=0)
+                moments[i][1] += np.einsum("npc,npd->pcd", vectors, vectors)
+                moments[i][2] += (squared_norm[:, :, None] * vectors).sum(axis=0)
+                moments[i][3] += (squared_norm**2).sum(axis=0)
+    means, precisions, used = [], [], []
+    for shape, (sum_x, sum_outer, sum_norm_x, sum_norm4) in zip(shapes, moments, strict=True):
+        mean = sum_x / total  # (P, C)
+        covariance = sum_outer / total - mean[:, :, None] * mean[:, None, :]
+        if shrinkage == "ledoit_wolf":
+            # mean ||x - mu||^4 from the raw moments: (a - 2b + c)^2 with a = ||x||^2,
+            # b = x . mu, c = ||mu||^2
+            c = (mean**2).sum(axis=1)
+            sum_a = np.trace(sum_outer, axis1=1, axis2=2)
+            sum_b = (sum_x * mean).sum(axis=1)
+            sum_b2 = np.einsum("pc,pcd,pd->p", mean, sum_outer, mean)
+            sum_ab = (sum_norm_x * mean).sum(axis=1)
+            fourth = (
+                sum_norm4 + 4 * sum_b2 + total * c**2 - 4 * sum_ab + 2 * c * sum_a - 4 * c * sum_b
+            ) / total
+            lam: np.ndarray | float = ledoit_wolf_intensity(covariance, fourth, total)
+        else:
+            lam = float(shrinkage)
+        precisions.append(shrunk_precision(covariance, lam).astype(np.float32))
+        means.append(mean.T.reshape(shape).astype(np.float32))
+        used.append(float(np.mean(lam)))
     return FeatureStatistics(
         backbone=backbone.name,
-        mean=tuple(m.astype(np.float32) for m in means),
-        var=tuple(v.astype(np.float32) for v in variances),
+        mean=tuple(means),
+        precision=tuple(precisions),
+        count=int(total),
         shrinkage=shrinkage,
+        mean_shrinkage=tuple(used),
     )

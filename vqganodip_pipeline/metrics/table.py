@@ -322,9 +322,10 @@ def metric_documentation() -> str:
     )
     lines.append(
         f"| `image__feature_deviation_{{0,1,...}}__{aggregates}__standardized` | per position of "
-        "backbone feature map 0, 1, ...: squared distance of the image's features to the mean "
-        "features of the m normal units, per channel in units of their variance (diagonal "
-        "Mahalanobis, localize/feature_deviation.py); not from the reconstruction |"
+        "backbone feature map 0, 1, ...: Mahalanobis distance (per channel) of the image's "
+        "features to those of the normal units (calibration, VQGAN training and validation) at "
+        "the same position, covariance with Ledoit-Wolf shrinkage (PaDiM-style, "
+        "localize/feature_deviation.py); not from the reconstruction |"
     )
     for name, direction in PATCH_METRIC_DIRECTION.items():
         kind = "similarity" if direction.startswith("higher") else "distance"

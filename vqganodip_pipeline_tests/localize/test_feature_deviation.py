@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.covariance import ledoit_wolf_shrinkage
 
 from vqganodip_pipeline.data.synthetic import make_layout, render_unit
 from vqganodip_pipeline.features.backbones import DiscriminatorBackbone, MobileNetBackbone
@@ -39,18 +40,46 @@ def normals() -> np.ndarray:
     return np.stack([render_unit(layout, size=64, seed=100 + i)[0] for i in range(12)])
 
 
-def test_statistics_match_numpy_and_batches_do_not_matter(backbone, normals) -> None:
-    stats = fit_feature_statistics(backbone, normals, batch_size=5)
+def _numpy_reference(maps: torch.Tensor, shrinkage: float | str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (C, h, w) and precision (h * w, C, C) position by position, with numpy's covariance
+    and scikit-learn's Ledoit-Wolf intensity."""
+    values = maps.double().numpy()
+    n, channels = values.shape[:2]
+    vectors = values.reshape(n, channels, -1)
+    covariances = [
+        np.cov(vectors[:, :, p], rowvar=False, bias=True) for p in range(vectors.shape[2])
+    ]
+    scales = np.array([np.trace(c) / channels for c in covariances])
+    floor = 0.01 * scales.mean()
+    matrices = []
+    for p, covariance in enumerate(covariances):
+        lam = ledoit_wolf_shrinkage(vectors[:, :, p]) if shrinkage == "ledoit_wolf" else shrinkage
+        matrix = (1 - lam) * covariance + lam * scales[p] * np.eye(channels)
+        matrices.append(matrix + max(floor - scales[p], 0.0) * np.eye(channels))
+    return values.mean(axis=0), np.linalg.inv(np.stack(matrices))
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit_wolf", 0.2])
+def test_statistics_match_numpy_and_sklearn(backbone, normals, shrinkage) -> None:
+    stats = fit_feature_statistics(backbone, normals, batch_size=5, shrinkage=shrinkage)
     with torch.no_grad():
         maps = backbone.feature_maps(images_to_tensor(normals))
     assert stats.backbone == backbone.name and len(stats.mean) == len(maps)
-    for mean, var, m in zip(stats.mean, stats.var, maps, strict=True):
-        values = m.double().numpy()
-        np.testing.assert_allclose(mean, values.mean(axis=0), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(var, values.var(axis=0), rtol=1e-4, atol=1e-6)
-    other = fit_feature_statistics(backbone, normals, batch_size=12)
-    for a, b in zip(stats.var, other.var, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert stats.count == len(normals)
+    for mean, precision, m in zip(stats.mean, stats.precision, maps, strict=True):
+        expected_mean, expected_precision = _numpy_reference(m, shrinkage)
+        np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+        scale = np.abs(expected_precision).max()
+        np.testing.assert_allclose(precision, expected_precision, rtol=1e-3, atol=1e-5 * scale)
+    # several image sets (calibration + training units) equal one concatenated set
+    split = fit_feature_statistics(
+        backbone, [normals[:4], normals[4:]], batch_size=3, shrinkage=shrinkage
+    )
+    for a, b in zip(stats.precision, split.precision, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(a).max())
+    assert split.count == stats.count and split.mean_shrinkage == pytest.approx(
+        stats.mean_shrinkage
+    )
 
 
 def test_deviation_follows_the_formula(backbone, normals) -> None:
@@ -58,21 +87,51 @@ def test_deviation_follows_the_formula(backbone, normals) -> None:
     x = normals[0]
     features = image_features(backbone, x, x)
     maps = stats.deviation_maps(features.x, backbone.name)
-    for deviation, f, mean, var in zip(maps, features.x, stats.mean, stats.var, strict=True):
+    for deviation, f, mean, precision in zip(
+        maps, features.x, stats.mean, stats.precision, strict=True
+    ):
         f = f.numpy()
-        expected = ((f - mean) ** 2 / (var + 0.25 * var.mean())).mean(axis=0)
-        np.testing.assert_allclose(deviation, expected, rtol=1e-4)
-        assert deviation.shape == f.shape[1:]
+        channels, height, width = f.shape
+        expected = np.empty((height, width))
+        for i in range(height):
+            for j in range(width):
+                d = f[:, i, j] - mean[:, i, j]
+                expected[i, j] = d @ precision[i * width + j].astype(np.float64) @ d / channels
+        np.testing.assert_allclose(deviation, expected, rtol=1e-6)
+        assert deviation.shape == f.shape[1:] and deviation.min() >= 0
     # the mean normal features deviate by exactly zero
     mean_features = [torch.from_numpy(m.astype(np.float64)) for m in stats.mean]
     for deviation in stats.deviation_maps(mean_features, backbone.name):
         assert np.abs(deviation).max() < 1e-9
 
 
+def test_full_covariance_sees_a_change_of_channel_correlation() -> None:
+    """Two channels that always move together on normal units: a unit where they move apart
+    stays within each channel's own range (a diagonal model sees nothing) but is far in the
+    Mahalanobis sense."""
+
+    class Identity:
+        name = "identity"
+        strides = (1,)
+
+        def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+            return [x[:, :2]]
+
+    rng = np.random.default_rng(0)
+    level = rng.uniform(0, 255, size=(200, 1, 1, 1)).round().astype(np.uint8)
+    normals = np.broadcast_to(level, (200, 1, 1, 3)).copy()  # every channel the same level
+    stats = fit_feature_statistics(Identity(), normals, shrinkage=0.01)
+    together = torch.tensor([[[[0.5]], [[0.5]]]], dtype=torch.float64)[0]
+    apart = torch.tensor([[[[0.5]], [[-0.5]]]], dtype=torch.float64)[0]
+    near = stats.deviation_maps([together], "identity")[0].max()
+    far = stats.deviation_maps([apart], "identity")[0].max()
+    assert far > 20 * near
+
+
 @pytest.fixture(scope="module")
 def normals_128() -> np.ndarray:
     layout = make_layout(0)
-    return np.stack([render_unit(layout, size=128, seed=100 + i)[0] for i in range(16)])
+    return np.stack([render_unit(layout, size=128, seed=100 + i)[0] for i in range(40)])
 
 
 def missing_part_scores(backbone, normals: np.ndarray) -> tuple[list[float], list[float]]:
@@ -127,8 +186,12 @@ def test_columns_storage_and_clear_errors(backbone, normals) -> None:
 
     restored = NormalVariation.from_arrays(full.to_arrays())
     assert restored.features is not None and restored.features.backbone == stats.backbone
-    for a, b in zip(restored.features.var, stats.var, strict=True):
+    assert restored.features.count == stats.count
+    for a, b in zip(restored.features.precision, stats.precision, strict=True):
         np.testing.assert_array_equal(a, b)
+    diagonal = {k: v for k, v in full.to_arrays().items() if "precision" not in k}
+    with pytest.raises(ValueError, match="rematerialize the weighting mask"):
+        NormalVariation.from_arrays(diagonal)
     assert (
         NormalVariation.from_arrays(normal_variation(normals, reconstructions).to_arrays()).features
         is None
