@@ -279,6 +279,9 @@ def weighting_mask(
         "standardized": config.standardized,
         "feature_statistics": "none" if normal.features is None else normal.features.backbone,
         "feature_statistics_units": 0 if normal.features is None else normal.features.count,
+        "feature_covariance_shrinkage": (
+            [] if normal.features is None else [round(v, 4) for v in normal.features.mean_shrinkage]
+        ),
     }
     if normal.weights is not None:
         metadata["mean_weight"] = float(normal.weights.mean())

@@ -36,6 +36,11 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     for key in ("batch_images", "batch_reconstructions", "batch_metrics", "batch_scores"):
         event = instance.get_latest_materialization_event(dg.AssetKey(key))
         assert event is not None and event.dagster_event.partition == "shift-0001", key
+    # the feature statistics learn from every normal unit outside the classifier set
+    mask_event = instance.get_latest_materialization_event(dg.AssetKey("weighting_mask"))
+    mask_metadata = mask_event.asset_materialization.metadata
+    assert mask_metadata["feature_statistics_units"].value > mask_metadata["m"].value
+    assert all(0 <= v <= 1 for v in mask_metadata["feature_covariance_shrinkage"].value)
     scores_event = instance.get_latest_materialization_event(dg.AssetKey("batch_scores"))
     metadata = scores_event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 8
