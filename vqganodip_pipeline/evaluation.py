@@ -564,9 +564,7 @@ def run_evaluation(
     seconds["train_vqgan_total"] = time.perf_counter() - begin
     model, discriminator = trained.model.eval(), trained.discriminator.eval()
     # every normal unit outside the classifier set also feeds the feature statistics
-    normal_units = (
-        train_images if val_images is None else np.concatenate([train_images, val_images])
-    )
+    normal_units = [train_images] if val_images is None else [train_images, val_images]
     del train_images, val_images
 
     # 2. weighting mask and golden sample

@@ -6,6 +6,7 @@ reconstruction model -> weighting mask -> metric table -> composite score.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -101,13 +102,14 @@ def compute_normal_variation(
     batch_size: int = 8,
     precision: str = "fp32",
     backbone: FeatureBackbone | None = None,
-    feature_images: np.ndarray | None = None,
+    feature_images: np.ndarray | Iterable[np.ndarray] | None = None,
 ) -> NormalVariation:
     """The weighting mask W and the per-pixel difference statistics from m unseen normal
     images ((m, H, W, 3) ``uint8``); with ``backbone`` (and ``standardize``), also the
     per-position feature statistics of the feature-deviation metrics, fitted on these images
     and on ``feature_images`` (more normal units, e.g. the VQGAN's training units: the
-    statistics use no reconstruction, so units the VQGAN has seen are as good as unseen ones).
+    statistics use no reconstruction, so units the VQGAN has seen are as good as unseen ones;
+    an array or an iterable of arrays, read once).
 
     Inference runs in fp32 by default: bf16 flips near-tie codes (whole 8x8 blocks change) and,
     on CPUs without AMX, was 20x slower here (20 images: 495 s bf16 vs 24 s fp32)."""
@@ -123,9 +125,14 @@ def compute_normal_variation(
         sigma=config.z_sigma,
         eps=config.z_eps,
     )
-    extra = [] if feature_images is None else [feature_images]
-    if backbone is not None and standardize and len(images) + sum(map(len, extra)) >= 2:
-        statistics = fit_feature_statistics(backbone, [images, *extra], batch_size=batch_size)
+    if backbone is not None and standardize and (feature_images is not None or len(images) >= 2):
+        if feature_images is None:
+            sets: Iterable[np.ndarray] = [images]
+        elif isinstance(feature_images, np.ndarray):
+            sets = [images, feature_images]
+        else:
+            sets = itertools.chain([images], feature_images)
+        statistics = fit_feature_statistics(backbone, sets, batch_size=batch_size)
         normal = replace(normal, features=statistics)
     return normal
 

@@ -1,5 +1,7 @@
 """Model-side assets: the VQGAN checkpoint (with its quality check) and the weighting mask."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -28,6 +30,7 @@ from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curve
 
 CHECKPOINT_VERSION = code_version(train_module, checkpoint_module)
 MASK_VERSION = code_version(mask_module, feature_deviation_module)
+FEATURE_CHUNK = 64  # training units loaded at a time for the feature statistics
 
 
 def model_bundle(
@@ -248,18 +251,24 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
-    feature_images = None
-    if config.standardized and config.training_units_for_features:
-        extra_rows = role_rows(dataset_split, "vqgan_train", "vqgan_val")
-        if len(extra_rows):
-            feature_images = load_images(extra_rows, preset.image_size, inbox.storage_options())
+    extra_rows = role_rows(dataset_split, "vqgan_train", "vqgan_val")
+    if not (config.standardized and config.training_units_for_features):
+        extra_rows = extra_rows.iloc[:0]
+
+    def training_units() -> Iterator[np.ndarray]:
+        # chunk by chunk: a paper-size training set (1200 units at 1024 px) would need 3.6 GB
+        for start in range(0, len(extra_rows), FEATURE_CHUNK):
+            chunk = load_images(
+                extra_rows.iloc[start : start + FEATURE_CHUNK],
+                preset.image_size,
+                inbox.storage_options(),
+            )
             if config.alignment != "none":
-                feature_images = np.stack(
-                    [
-                        align_to_reference(im, images[0], config.alignment)[0]
-                        for im in feature_images
-                    ]
+                chunk = np.stack(
+                    [align_to_reference(im, images[0], config.alignment)[0] for im in chunk]
                 )
+            yield chunk
+
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     normal = compute_normal_variation(
         checkpoint.model,
@@ -269,7 +278,7 @@ def weighting_mask(
         config=settings.localize_config(),
         batch_size=preset.batch_size,
         backbone=choice.backbone,
-        feature_images=feature_images,
+        feature_images=training_units() if len(extra_rows) else None,
     )
     # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
     arrays = {**normal.to_arrays(), "golden": images.mean(axis=0).round().astype(np.uint8)}

@@ -25,7 +25,7 @@ per-position statistics and no such metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,18 +157,16 @@ def shrunk_precision(covariance: np.ndarray, shrinkage: np.ndarray | float) -> n
 @torch.no_grad()
 def fit_feature_statistics(
     backbone: FeatureBackbone,
-    images: np.ndarray | Sequence[np.ndarray],
+    images: np.ndarray | Iterable[np.ndarray],
     *,
     shrinkage: float | str = "ledoit_wolf",
     batch_size: int = 8,
 ) -> FeatureStatistics:
     """Per-position mean and shrunk-covariance precision of ``backbone``'s feature maps over
-    normal images: one (n, H, W, 3) ``uint8`` array or several (e.g. the calibration units and
-    the VQGAN's training units), n >= 2 in all; one pass, moments accumulated in float64."""
-    sets = [images] if isinstance(images, np.ndarray) else list(images)
-    total = sum(len(s) for s in sets)
-    if total < 2:
-        raise ValueError(f"feature statistics need at least 2 normal images, got {total}")
+    normal images: one (n, H, W, 3) ``uint8`` array or an iterable of them (e.g. the calibration
+    units, then the VQGAN's training units loaded chunk by chunk, so that a large training set
+    never sits in memory at once), n >= 2 in all; one pass, moments accumulated in float64."""
+    sets = [images] if isinstance(images, np.ndarray) else images
     if shrinkage != "ledoit_wolf" and not (
         isinstance(shrinkage, int | float) and 0.0 <= shrinkage <= 1.0
     ):
@@ -176,7 +174,9 @@ def fit_feature_statistics(
     # raw moments per position: sum x, sum x x^T, sum ||x||^2 x, sum ||x||^4
     moments: list[list[np.ndarray]] = []
     shapes: list[tuple[int, ...]] = []
+    total = 0
     for image_set in sets:
+        total += len(image_set)
         for start in range(0, len(image_set), batch_size):
             batch = images_to_tensor(image_set[start : start + batch_size])
             for i, m in enumerate(backbone.feature_maps(batch)):
@@ -204,6 +204,8 @@ def fit_feature_statistics(
                 moments[i][1] += np.einsum("npc,npd->pcd", vectors, vectors)
                 moments[i][2] += (squared_norm[:, :, None] * vectors).sum(axis=0)
                 moments[i][3] += (squared_norm**2).sum(axis=0)
+    if total < 2:
+        raise ValueError(f"feature statistics need at least 2 normal images, got {total}")
     means, precisions, used = [], [], []
     for shape, (sum_x, sum_outer, sum_norm_x, sum_norm4) in zip(shapes, moments, strict=True):
         mean = sum_x / total  # (P, C)

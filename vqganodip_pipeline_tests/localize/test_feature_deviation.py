@@ -71,10 +71,10 @@ def test_statistics_match_numpy_and_sklearn(backbone, normals, shrinkage) -> Non
         np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
         scale = np.abs(expected_precision).max()
         np.testing.assert_allclose(precision, expected_precision, rtol=1e-3, atol=1e-5 * scale)
-    # several image sets (calibration + training units) equal one concatenated set
-    split = fit_feature_statistics(
-        backbone, [normals[:4], normals[4:]], batch_size=3, shrinkage=shrinkage
-    )
+    # image sets streamed from a generator (calibration, then training units chunk by chunk)
+    # equal one concatenated set
+    chunks = (normals[start : start + 5] for start in range(0, len(normals), 5))
+    split = fit_feature_statistics(backbone, chunks, batch_size=3, shrinkage=shrinkage)
     for a, b in zip(stats.precision, split.precision, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(a).max())
     assert split.count == stats.count and split.mean_shrinkage == pytest.approx(
