@@ -132,7 +132,9 @@ def compute_normal_variation(
             sets = [images, feature_images]
         else:
             sets = itertools.chain([images], feature_images)
-        statistics = fit_feature_statistics(backbone, sets, batch_size=batch_size)
+        statistics = fit_feature_statistics(
+            backbone, sets, joint_channels=config.joint_channels, batch_size=batch_size
+        )
         normal = replace(normal, features=statistics)
     return normal
 

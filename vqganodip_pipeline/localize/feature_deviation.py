@@ -21,6 +21,14 @@ covariance with Ledoit-Wolf shrinkage from 220 normal units (calibration, VQGAN 
 validation) reached single-metric AUROCs of 0.992 and 0.980, against 0.880 and 0.909 for a
 diagonal one from the 30 calibration units. Products without a fixed position have no
 per-position statistics and no such metric.
+
+With two or more feature maps there is also a joint map: all maps brought to one grid
+(``JOINT_MIN_STRIDE`` px or the finest map's stride, whichever is coarser: finer maps
+average-pooled, coarser ones repeated), their channels concatenated as PaDiM does, and at most
+``joint_channels`` of them kept (a fixed random subset, as in PaDiM, so memory stays bounded:
+P positions x C^2 floats). The joint covariance also sees how the layers vary together; on
+seed 7 its maximum separated every abnormal unit from 98.8% of the normal ones (one metric, in
+sample) against 86.9% for the best single map.
 """
 
 from __future__ import annotations
@@ -30,9 +38,49 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vqganodip_pipeline.features.backbones import FeatureBackbone
 from vqganodip_pipeline.model.tensors import images_to_tensor
+
+JOINT_MIN_STRIDE = 4  # px per cell of the joint map's grid, at least
+
+
+def joint_feature_map(
+    maps: Sequence[torch.Tensor], strides: Sequence[int], stride: int, channels: np.ndarray
+) -> torch.Tensor:
+    """Feature maps (N, C_l, h_l, w_l) at ``strides`` px per cell on one grid of ``stride`` px:
+    finer maps average-pooled, coarser ones repeated, cut to the common size, concatenated along
+    the channels, then the channels ``channels`` kept -> (N, len(channels), h, w)."""
+    parts = []
+    for feature_map, own in zip(maps, strides, strict=True):
+        if own < stride:
+            if stride % own:
+                raise ValueError(f"strides {tuple(strides)} do not nest into {stride}")
+            feature_map = F.avg_pool2d(feature_map, stride // own, ceil_mode=True)
+        elif own > stride:
+            if own % stride:
+                raise ValueError(f"strides {tuple(strides)} do not nest into {stride}")
+            factor = own // stride
+            feature_map = feature_map.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+        parts.append(feature_map)
+    height = min(part.shape[-2] for part in parts)
+    width = min(part.shape[-1] for part in parts)
+    joint = torch.cat([part[..., :height, :width] for part in parts], dim=1)
+    return joint[:, torch.as_tensor(channels, dtype=torch.long)]
+
+
+def _mahalanobis_map(values: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(f - mu)^T Sigma^-1 (f - mu) / C at every position of a (C, h, w) map."""
+    if values.shape != mean.shape:
+        raise ValueError(
+            f"feature map {values.shape} does not match the statistics {mean.shape}: "
+            "the image size differs from the calibration images'"
+        )
+    channels, height, width = mean.shape
+    centred = (values - mean).reshape(channels, -1).T  # (h * w, C)
+    distance = np.einsum("pc,pcd,pd->p", centred, precision.astype(np.float64), centred)
+    return distance.reshape(height, width) / channels
 
 
 @dataclass(frozen=True)
@@ -41,13 +89,17 @@ class FeatureStatistics:
 
     Attributes:
         backbone: name of the backbone that made them (a mismatch at use time is an error).
-        mean: per feature map, (C, h, w) float32 mean over the n units.
-        precision: per feature map, (h * w, C, C) float32 inverse of the shrunk covariance
-            Sigma at every position (row-major).
+        mean: per feature map, then for the joint map (when there is one), (C, h, w) float32
+            mean over the n units.
+        precision: likewise, (h * w, C, C) float32 inverse of the shrunk covariance Sigma at
+            every position (row-major).
         count: n, the number of normal units.
         shrinkage: lambda, the weight of the scaled identity in Sigma: ``"ledoit_wolf"``
             (estimated at every position) or a number in [0, 1].
-        mean_shrinkage: per feature map, the average lambda used over its positions.
+        mean_shrinkage: per map, the average lambda used over its positions.
+        strides: px per cell of the backbone's feature maps.
+        joint_stride: px per cell of the joint map (0: no joint map).
+        joint_channels: indices of the concatenated channels kept in the joint map.
     """
 
     backbone: str
@@ -56,29 +108,40 @@ class FeatureStatistics:
     count: int
     shrinkage: float | str = "ledoit_wolf"
     mean_shrinkage: tuple[float, ...] = ()
+    strides: tuple[int, ...] = ()
+    joint_stride: int = 0
+    joint_channels: np.ndarray | None = None
 
-    def deviation_maps(self, features: Sequence[torch.Tensor], backbone: str) -> list[np.ndarray]:
-        """D_l of one image's feature maps ((C, h, w) each, as in ImageFeatures.x)."""
+    @property
+    def map_names(self) -> list[str]:
+        """Metric family of every map: ``feature_deviation_{i}``, then ``..._joint``."""
+        names = [f"feature_deviation_{i}" for i in range(len(self.strides))]
+        return names + (["feature_deviation_joint"] if self.joint_stride else [])
+
+    def deviation_maps(
+        self, features: Sequence[torch.Tensor], backbone: str
+    ) -> dict[str, np.ndarray]:
+        """D of one image's feature maps ((C, h, w) each, as in ImageFeatures.x), by name."""
         if backbone != self.backbone:
             raise ValueError(
                 f"feature statistics were fitted with backbone {self.backbone!r}, "
                 f"the metrics use {backbone!r}: refit the normal variation with this backbone"
             )
-        if len(features) != len(self.mean):
-            raise ValueError(f"{len(features)} feature maps, statistics for {len(self.mean)}")
-        maps = []
-        for f, mean, precision in zip(features, self.mean, self.precision, strict=True):
-            values = f.detach().cpu().numpy().astype(np.float64)
-            if values.shape != mean.shape:
-                raise ValueError(
-                    f"feature map {values.shape} does not match the statistics {mean.shape}: "
-                    "the image size differs from the calibration images'"
-                )
-            channels, height, width = mean.shape
-            centred = (values - mean).reshape(channels, -1).T  # (h * w, C)
-            distance = np.einsum("pc,pcd,pd->p", centred, precision.astype(np.float64), centred)
-            maps.append(distance.reshape(height, width) / channels)
-        return maps
+        if len(features) != len(self.strides):
+            raise ValueError(f"{len(features)} feature maps, statistics for {len(self.strides)}")
+        maps = [f.detach().cpu().double() for f in features]
+        if self.joint_stride:
+            assert self.joint_channels is not None
+            joint = joint_feature_map(
+                [m[None] for m in maps], self.strides, self.joint_stride, self.joint_channels
+            )
+            maps.append(joint[0])
+        return {
+            name: _mahalanobis_map(m.numpy(), mean, precision)
+            for name, m, mean, precision in zip(
+                self.map_names, maps, self.mean, self.precision, strict=True
+            )
+        }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {
@@ -86,6 +149,11 @@ class FeatureStatistics:
             "feature_shrinkage": np.asarray(str(self.shrinkage)),
             "feature_lambda_mean": np.asarray(self.mean_shrinkage, dtype=np.float64),
             "feature_count": np.int64(self.count),
+            "feature_strides": np.asarray(self.strides, dtype=np.int64),
+            "feature_joint_stride": np.int64(self.joint_stride),
+            "feature_joint_channels": np.asarray(
+                [] if self.joint_channels is None else self.joint_channels, dtype=np.int64
+            ),
         }
         for i, (mean, precision) in enumerate(zip(self.mean, self.precision, strict=True)):
             arrays[f"feature_mean_{i}"] = mean.astype(np.float32)
@@ -96,9 +164,9 @@ class FeatureStatistics:
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureStatistics | None:
         if "feature_backbone" not in arrays:
             return None
-        if "feature_precision_0" not in arrays:
+        if "feature_strides" not in arrays or "feature_precision_0" not in arrays:
             raise ValueError(
-                "stored feature statistics are diagonal (an earlier version): "
+                "stored feature statistics are from an earlier version: "
                 "rematerialize the weighting mask"
             )
         count = sum(1 for key in arrays if key.startswith("feature_mean_"))
@@ -109,6 +177,11 @@ class FeatureStatistics:
             count=int(arrays["feature_count"]),
             shrinkage=_parse_shrinkage(str(arrays["feature_shrinkage"])),
             mean_shrinkage=tuple(float(v) for v in arrays["feature_lambda_mean"]),
+            strides=tuple(int(v) for v in arrays["feature_strides"]),
+            joint_stride=int(arrays["feature_joint_stride"]),
+            joint_channels=np.asarray(arrays["feature_joint_channels"])
+            if int(arrays["feature_joint_stride"])
+            else None,
         )
 
 
@@ -160,12 +233,16 @@ def fit_feature_statistics(
     images: np.ndarray | Iterable[np.ndarray],
     *,
     shrinkage: float | str = "ledoit_wolf",
+    joint_channels: int = 64,
     batch_size: int = 8,
+    seed: int = 0,
 ) -> FeatureStatistics:
     """Per-position mean and shrunk-covariance precision of ``backbone``'s feature maps over
     normal images: one (n, H, W, 3) ``uint8`` array or an iterable of them (e.g. the calibration
     units, then the VQGAN's training units loaded chunk by chunk, so that a large training set
-    never sits in memory at once), n >= 2 in all; one pass, moments accumulated in float64."""
+    never sits in memory at once), n >= 2 in all; one pass, moments accumulated in float64.
+    With two or more maps, also the joint map with at most ``joint_channels`` channels
+    (a subset drawn with ``seed``; 0 = no joint map)."""
     sets = [images] if isinstance(images, np.ndarray) else images
     if shrinkage != "ledoit_wolf" and not (
         isinstance(shrinkage, int | float) and 0.0 <= shrinkage <= 1.0
@@ -175,11 +252,19 @@ def fit_feature_statistics(
     moments: list[list[np.ndarray]] = []
     shapes: list[tuple[int, ...]] = []
     total = 0
+    joint_stride, joint_index = -1, np.zeros(0, dtype=np.int64)
     for image_set in sets:
         total += len(image_set)
         for start in range(0, len(image_set), batch_size):
             batch = images_to_tensor(image_set[start : start + batch_size])
-            for i, m in enumerate(backbone.feature_maps(batch)):
+            maps = backbone.feature_maps(batch)
+            if joint_stride == -1:  # first batch: the joint map's layout
+                joint_stride, joint_index = _joint_layout(
+                    maps, tuple(backbone.strides), joint_channels, seed
+                )
+            if joint_stride:
+                maps = [*maps, joint_feature_map(maps, backbone.strides, joint_stride, joint_index)]
+            for i, m in enumerate(maps):
                 values = m.double().cpu().numpy()
                 n, channels = values.shape[:2]
                 vectors = values.reshape(n, channels, -1).transpose(0, 2, 1)  # (n, P, C)
@@ -234,4 +319,20 @@ def fit_feature_statistics(
         count=int(total),
         shrinkage=shrinkage,
         mean_shrinkage=tuple(used),
+        strides=tuple(int(v) for v in backbone.strides),
+        joint_stride=joint_stride,
+        joint_channels=joint_index if joint_stride else None,
     )
+
+
+def _joint_layout(
+    maps: Sequence[torch.Tensor], strides: tuple[int, ...], joint_channels: int, seed: int
+) -> tuple[int, np.ndarray]:
+    """(grid stride, kept channel indices) of the joint map; (0, []) when there is none."""
+    if len(maps) < 2 or joint_channels < 1:
+        return 0, np.zeros(0, dtype=np.int64)
+    total = sum(int(m.shape[1]) for m in maps)
+    index = np.arange(total)
+    if joint_channels < total:
+        index = np.sort(np.random.default_rng(seed).choice(total, joint_channels, replace=False))
+    return max(JOINT_MIN_STRIDE, min(strides)), index.astype(np.int64)

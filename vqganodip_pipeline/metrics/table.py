@@ -65,6 +65,8 @@ class LocalizeConfig:
         orb_keypoints: ORB keypoints per image.
         z_sigma: smoothing in px of the difference before standardizing (standardized variant).
         z_eps: floor added to the per-pixel standard deviation (difference units, [0, 1]).
+        joint_channels: channels kept in the joint feature-deviation map (memory: positions x
+            joint_channels^2 floats; 0 = no joint map).
     """
 
     p: int = 100
@@ -77,6 +79,7 @@ class LocalizeConfig:
     orb_keypoints: int = 200
     z_sigma: float = 1.0
     z_eps: float = 0.01
+    joint_channels: int = 64
 
     def __post_init__(self) -> None:
         for name in ("p", "n", "alpha", "q"):
@@ -169,8 +172,8 @@ def image_metrics(
         maps["standardized"] = normal.standardize(x, x_hat)
     if normal is not None and normal.features is not None:
         deviations = normal.features.deviation_maps(features.x, features.backbone)
-        for level, deviation in enumerate(deviations):
-            _put(row, "image", f"feature_deviation_{level}", "standardized", deviation)
+        for name, deviation in deviations.items():
+            _put(row, "image", name, "standardized", deviation)
     for variant, d in maps.items():
         _put(row, "image", "delta", variant, d)
         pixels = top_p_pixels(d, config.p)
@@ -219,9 +222,13 @@ def metric_column_names(
     orb: bool = True,
     perceptual: bool = True,
     feature_maps: int = 0,
+    feature_joint: bool | None = None,
 ) -> list[str]:
     """Every metric column an image row can hold, in a stable order (documentation, checks).
-    ``feature_maps``: backbone feature maps with normal statistics (0: no feature deviation)."""
+    ``feature_maps``: backbone feature maps with normal statistics (0: no feature deviation);
+    ``feature_joint``: with their joint map (None: whenever there are two maps or more)."""
+    if feature_joint is None:
+        feature_joint = feature_maps >= 2
     names: list[str] = []
     for name in MODEL_OUTPUTS:
         if name != "perceptual" or perceptual:
@@ -239,6 +246,8 @@ def metric_column_names(
         if variant == "standardized":
             sets.append(("patch", "zscore"))
             sets += [("image", f"feature_deviation_{i}") for i in range(feature_maps)]
+            if feature_joint:
+                sets.append(("image", "feature_deviation_joint"))
         sets += [("patch", name) for name in PATCH_DISTANCES]
         for level, metric in sets:
             names += [f"{level}__{metric}__{agg}__{variant}" for agg in AGGREGATES]
@@ -326,6 +335,12 @@ def metric_documentation() -> str:
         "features to those of the normal units (calibration, VQGAN training and validation) at "
         "the same position, covariance with Ledoit-Wolf shrinkage (PaDiM-style, "
         "localize/feature_deviation.py); not from the reconstruction |"
+    )
+    lines.append(
+        f"| `image__feature_deviation_joint__{aggregates}__standardized` | the same on all feature "
+        "maps together: brought to one grid (4 px per cell or the finest map's), channels "
+        "concatenated, at most `joint_channels` of them kept (a fixed random subset, PaDiM); "
+        "present with two maps or more |"
     )
     for name, direction in PATCH_METRIC_DIRECTION.items():
         kind = "similarity" if direction.startswith("higher") else "distance"

@@ -11,7 +11,11 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 
 from vqganodip_pipeline.data.synthetic import make_layout, render_unit
 from vqganodip_pipeline.features.backbones import DiscriminatorBackbone, MobileNetBackbone
-from vqganodip_pipeline.localize.feature_deviation import FeatureStatistics, fit_feature_statistics
+from vqganodip_pipeline.localize.feature_deviation import (
+    FeatureStatistics,
+    fit_feature_statistics,
+    joint_feature_map,
+)
 from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics, metric_column_names
@@ -64,6 +68,17 @@ def test_statistics_match_numpy_and_sklearn(backbone, normals, shrinkage) -> Non
     stats = fit_feature_statistics(backbone, normals, batch_size=5, shrinkage=shrinkage)
     with torch.no_grad():
         maps = backbone.feature_maps(images_to_tensor(normals))
+    # the joint map of the two maps comes last (all channels: fewer than joint_channels)
+    assert stats.map_names == [
+        "feature_deviation_0",
+        "feature_deviation_1",
+        "feature_deviation_joint",
+    ]
+    assert len(stats.joint_channels) == sum(m.shape[1] for m in maps)
+    maps = [
+        *maps,
+        joint_feature_map(maps, backbone.strides, stats.joint_stride, stats.joint_channels),
+    ]
     assert stats.backbone == backbone.name and len(stats.mean) == len(maps)
     assert stats.count == len(normals)
     for mean, precision, m in zip(stats.mean, stats.precision, maps, strict=True):
@@ -87,8 +102,12 @@ def test_deviation_follows_the_formula(backbone, normals) -> None:
     x = normals[0]
     features = image_features(backbone, x, x)
     maps = stats.deviation_maps(features.x, backbone.name)
+    joint = joint_feature_map(
+        [f[None] for f in features.x], backbone.strides, stats.joint_stride, stats.joint_channels
+    )[0]
+    assert list(maps) == stats.map_names
     for deviation, f, mean, precision in zip(
-        maps, features.x, stats.mean, stats.precision, strict=True
+        maps.values(), [*features.x, joint], stats.mean, stats.precision, strict=True
     ):
         f = f.numpy()
         channels, height, width = f.shape
@@ -99,10 +118,11 @@ def test_deviation_follows_the_formula(backbone, normals) -> None:
                 expected[i, j] = d @ precision[i * width + j].astype(np.float64) @ d / channels
         np.testing.assert_allclose(deviation, expected, rtol=1e-6)
         assert deviation.shape == f.shape[1:] and deviation.min() >= 0
-    # the mean normal features deviate by exactly zero
-    mean_features = [torch.from_numpy(m.astype(np.float64)) for m in stats.mean]
-    for deviation in stats.deviation_maps(mean_features, backbone.name):
-        assert np.abs(deviation).max() < 1e-9
+    # the mean normal features deviate by exactly zero, in the joint map too (pooling and
+    # repeating are linear, so the joint map of the mean maps is the mean joint map)
+    mean_features = [torch.from_numpy(m.astype(np.float64)) for m in stats.mean[:2]]
+    for deviation in stats.deviation_maps(mean_features, backbone.name).values():
+        assert np.abs(deviation).max() < 1e-6
 
 
 def test_full_covariance_sees_a_change_of_channel_correlation() -> None:
@@ -123,8 +143,9 @@ def test_full_covariance_sees_a_change_of_channel_correlation() -> None:
     stats = fit_feature_statistics(Identity(), normals, shrinkage=0.01)
     together = torch.tensor([[[[0.5]], [[0.5]]]], dtype=torch.float64)[0]
     apart = torch.tensor([[[[0.5]], [[-0.5]]]], dtype=torch.float64)[0]
-    near = stats.deviation_maps([together], "identity")[0].max()
-    far = stats.deviation_maps([apart], "identity")[0].max()
+    assert stats.map_names == ["feature_deviation_0"]  # one map: no joint map
+    near = stats.deviation_maps([together], "identity")["feature_deviation_0"].max()
+    far = stats.deviation_maps([apart], "identity")["feature_deviation_0"].max()
     assert far > 20 * near
 
 
@@ -181,17 +202,23 @@ def test_columns_storage_and_clear_errors(backbone, normals) -> None:
     result = image_metrics(
         x, normals[1], image_features(backbone, x, normals[1]), OUTPUTS, full, config
     )
-    expected = set(metric_column_names(perceptual=False, feature_maps=len(stats.mean)))
+    expected = set(metric_column_names(perceptual=False, feature_maps=len(stats.strides)))
+    assert "image__feature_deviation_joint__max__standardized" in expected
     assert set(result.metrics) == expected
 
     restored = NormalVariation.from_arrays(full.to_arrays())
     assert restored.features is not None and restored.features.backbone == stats.backbone
+    assert restored.features.map_names == stats.map_names
+    np.testing.assert_array_equal(restored.features.joint_channels, stats.joint_channels)
     assert restored.features.count == stats.count
     for a, b in zip(restored.features.precision, stats.precision, strict=True):
         np.testing.assert_array_equal(a, b)
+    # statistics stored by earlier versions (diagonal; full covariance without a joint map)
     diagonal = {k: v for k, v in full.to_arrays().items() if "precision" not in k}
-    with pytest.raises(ValueError, match="rematerialize the weighting mask"):
-        NormalVariation.from_arrays(diagonal)
+    no_joint = {k: v for k, v in full.to_arrays().items() if k != "feature_strides"}
+    for stored in (diagonal, no_joint):
+        with pytest.raises(ValueError, match="rematerialize the weighting mask"):
+            NormalVariation.from_arrays(stored)
     assert (
         NormalVariation.from_arrays(normal_variation(normals, reconstructions).to_arrays()).features
         is None
@@ -205,3 +232,32 @@ def test_columns_storage_and_clear_errors(backbone, normals) -> None:
     with pytest.raises(ValueError, match="at least 2 normal images"):
         fit_feature_statistics(backbone, normals[:1])
     assert isinstance(FeatureStatistics.from_arrays({}), type(None))
+
+
+def test_joint_map_brings_every_map_to_one_grid_and_caps_its_channels() -> None:
+    rng = np.random.default_rng(3)
+    fine = torch.as_tensor(rng.normal(size=(2, 3, 8, 8)))  # stride 2
+    middle = torch.as_tensor(rng.normal(size=(2, 4, 4, 4)))  # stride 4
+    coarse = torch.as_tensor(rng.normal(size=(2, 5, 2, 2)))  # stride 8
+    joint = joint_feature_map([fine, middle, coarse], (2, 4, 8), 4, np.arange(12))
+    assert joint.shape == (2, 12, 4, 4)
+    pooled = fine.numpy().reshape(2, 3, 4, 2, 4, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(joint[:, :3].numpy(), pooled)
+    np.testing.assert_array_equal(joint[:, 3:7].numpy(), middle.numpy())
+    repeated = coarse.numpy().repeat(2, axis=2).repeat(2, axis=3)
+    np.testing.assert_array_equal(joint[:, 7:].numpy(), repeated)
+    subset = joint_feature_map([fine, middle, coarse], (2, 4, 8), 4, np.array([0, 5, 11]))
+    np.testing.assert_array_equal(subset.numpy(), joint[:, [0, 5, 11]].numpy())
+    with pytest.raises(ValueError, match="do not nest"):
+        joint_feature_map([fine, middle], (2, 3), 4, np.arange(7))
+
+
+def test_joint_channels_are_a_seeded_subset(backbone, normals) -> None:
+    capped = fit_feature_statistics(backbone, normals, joint_channels=5)
+    again = fit_feature_statistics(backbone, normals, joint_channels=5)
+    assert capped.joint_channels is not None and len(capped.joint_channels) == 5
+    assert np.all(np.diff(capped.joint_channels) > 0)
+    np.testing.assert_array_equal(capped.joint_channels, again.joint_channels)
+    assert capped.mean[-1].shape[0] == 5 and capped.precision[-1].shape[1:] == (5, 5)
+    none = fit_feature_statistics(backbone, normals, joint_channels=0)
+    assert none.map_names == ["feature_deviation_0", "feature_deviation_1"]
