@@ -10,6 +10,7 @@ model.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, SmoteSettings, plan_smote
 from vqganodip_pipeline.scoring.search import (
+    ClassifierFitError,
     ProgressCallback,
     SearchConfig,
     SearchProgress,
@@ -28,6 +30,8 @@ from vqganodip_pipeline.scoring.search import (
 )
 from vqganodip_pipeline.scoring.splits import Split
 from vqganodip_pipeline.scoring.thresholds import metrics_row, zfn_threshold
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +66,9 @@ def calibrate_candidates(
     progress: ProgressCallback | None = None,
     stage: str = "calibrate",
 ) -> list[Candidate]:
-    """Search and calibrate every classifier of ``specs`` on ``(X, y)`` with ``splits``."""
+    """Search and calibrate every classifier of ``specs`` on ``(X, y)`` with ``splits``.
+    A classifier that cannot be fitted on these rows is skipped with a warning; none left is an
+    error."""
     smote_cv = plan_smote(
         y,
         [train for train, _ in splits],
@@ -76,8 +82,12 @@ def calibrate_candidates(
     candidates: list[Candidate] = []
     start = time.perf_counter()
     for done, (code, spec) in enumerate(specs.items(), start=1):
-        search = search_classifier(spec, X, y, splits, config, smote_cv)
-        oof = out_of_fold_scores(spec, search.best_params, X, y, splits, config, smote_cv)
+        try:
+            search = search_classifier(spec, X, y, splits, config, smote_cv)
+            oof = out_of_fold_scores(spec, search.best_params, X, y, splits, config, smote_cv)
+        except ClassifierFitError as error:
+            log.warning("%s: skipping %s: %s", stage, code, error)
+            continue
         threshold = zfn_threshold(oof, y, margin)
         candidates.append(
             Candidate(
@@ -101,6 +111,10 @@ def calibrate_candidates(
                     elapsed_s=time.perf_counter() - start,
                 )
             )
+    if not candidates:
+        raise ClassifierFitError(
+            f"no classifier of {list(specs)} could be fitted on {len(y)} rows ({stage})"
+        )
     return candidates
 
 

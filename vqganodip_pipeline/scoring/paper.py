@@ -11,6 +11,7 @@ on images the threshold never saw.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from vqganodip_pipeline.scoring.classifiers import (
 )
 from vqganodip_pipeline.scoring.report import params_json, rank_leaderboard
 from vqganodip_pipeline.scoring.search import (
+    ClassifierFitError,
     ProgressCallback,
     SearchConfig,
     SearchProgress,
@@ -35,6 +37,8 @@ from vqganodip_pipeline.scoring.search import (
 from vqganodip_pipeline.scoring.splits import Split, leave_one_out, stratified_folds
 from vqganodip_pipeline.scoring.table import training_table
 from vqganodip_pipeline.scoring.thresholds import metrics_row, zfn_threshold
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,9 +101,13 @@ def run_paper_protocol(
     timings: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
     for done, (code, spec) in enumerate(specs.items(), start=1):
-        search = search_classifier(spec, X, y, cv_splits, config, smote_cv)
-        loo_start = time.perf_counter()
-        loo = out_of_fold_scores(spec, search.best_params, X, y, loo_splits, config, smote_loo)
+        try:
+            search = search_classifier(spec, X, y, cv_splits, config, smote_cv)
+            loo_start = time.perf_counter()
+            loo = out_of_fold_scores(spec, search.best_params, X, y, loo_splits, config, smote_loo)
+        except ClassifierFitError as error:
+            log.warning("paper protocol: skipping %s: %s", code, error)
+            continue
         loo_s = time.perf_counter() - loo_start
         threshold = zfn_threshold(loo, y)
         row: dict[str, object] = {"classifier": code, "name": spec.name}
@@ -128,6 +136,8 @@ def run_paper_protocol(
                     elapsed_s=time.perf_counter() - start,
                 )
             )
+    if not rows:
+        raise ClassifierFitError(f"no classifier of {list(specs)} could be fitted on {len(y)} rows")
     leaderboard = rank_leaderboard(rows)
     return PaperResult(
         leaderboard=leaderboard,

@@ -23,6 +23,11 @@ from vqganodip_pipeline.scoring.classifiers import (
 from vqganodip_pipeline.scoring.splits import Split
 
 
+class ClassifierFitError(RuntimeError):
+    """A classifier could not be fitted on this data: every search candidate failed, or its
+    out-of-fold scores are not finite (e.g. QDA on collinear metrics). Callers skip it."""
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Settings shared by every protocol.
@@ -151,7 +156,7 @@ def search_classifier(
     elapsed = time.perf_counter() - start
     scores = np.asarray(search.cv_results_["mean_test_score"], dtype=np.float64)
     if not np.isfinite(scores).any():
-        raise RuntimeError(
+        raise ClassifierFitError(
             f"every {spec.name} search candidate failed to fit on {len(y)} rows; run one "
             f"fit directly to see the error"
         )
@@ -198,8 +203,14 @@ def out_of_fold_scores(
     pipeline = build_pipeline(
         spec, config.seed, smote, config.correlation_threshold, params, config.max_features
     )
-    with quiet_fitting():
-        proba = cross_val_predict(
-            pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"
-        )
-    return np.asarray(proba[:, 1], dtype=np.float64)
+    try:
+        with quiet_fitting():
+            proba = cross_val_predict(
+                pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"
+            )
+    except (ValueError, np.linalg.LinAlgError) as error:
+        raise ClassifierFitError(f"{spec.name} failed an out-of-fold fit: {error}") from error
+    scores = np.asarray(proba[:, 1], dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise ClassifierFitError(f"{spec.name} gave non-finite out-of-fold scores on {len(y)} rows")
+    return scores

@@ -10,14 +10,17 @@ import pytest
 from scipy.stats import uniform
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from vqganodip_pipeline.scoring.calibrate import calibrate_candidates
 from vqganodip_pipeline.scoring.classifiers import (
     ClassifierSpec,
     MinorityToRatio,
     classifier_registry,
     plan_smote,
 )
+from vqganodip_pipeline.scoring.paper import run_paper_protocol
 from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
 from vqganodip_pipeline.scoring.search import (
+    ClassifierFitError,
     SearchConfig,
     out_of_fold_scores,
     search_classifier,
@@ -125,3 +128,34 @@ def test_search_is_deterministic_and_reports_classifier_params() -> None:
     assert set(first.best_params) == set(spec.space(10))
     assert first.n_candidates == 3 and len(first.cv_results) == 3
     assert first.best_score == first.cv_results["mean_test_score"].max()
+
+
+class NaNClassifier(ProbeClassifier):
+    """Fits, but predicts NaN probabilities (what QDA does on collinear metrics)."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.full((len(X), 2), np.nan)
+
+
+BROKEN = ClassifierSpec(
+    "broken", "BROKEN", lambda seed: NaNClassifier(), lambda n: {"alpha": uniform()}
+)
+
+
+def test_a_classifier_that_cannot_be_fitted_is_skipped_and_none_left_is_an_error() -> None:
+    table = training_table(make_metric_table(n_noise=5))
+    splits = stratified_folds(table.y, None, 3, seed=0)
+    config = SearchConfig(n_iter=2, n_splits=3, n_jobs=1)
+    search = search_classifier(BROKEN, table.X, table.y, splits, config, None)
+    with pytest.raises(ClassifierFitError, match="BROKEN gave non-finite"):
+        out_of_fold_scores(BROKEN, search.best_params, table.X, table.y, splits, config, None)
+    candidates = calibrate_candidates(
+        {"broken": BROKEN, "probe": PROBE}, table.X, table.y, splits, config
+    )
+    assert [c.code for c in candidates] == ["probe"]
+    with pytest.raises(ClassifierFitError, match="no classifier"):
+        calibrate_candidates({"broken": BROKEN}, table.X, table.y, splits, config)
+    paper = run_paper_protocol(
+        make_metric_table(n_noise=5), classifiers={"broken": BROKEN, "probe": PROBE}, config=config
+    )
+    assert list(paper.leaderboard["classifier"]) == ["probe"]
