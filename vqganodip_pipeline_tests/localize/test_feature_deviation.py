@@ -116,7 +116,7 @@ def test_deviation_follows_the_formula(backbone, normals) -> None:
             for j in range(width):
                 d = f[:, i, j] - mean[:, i, j]
                 expected[i, j] = d @ precision[i * width + j].astype(np.float64) @ d / channels
-        np.testing.assert_allclose(deviation, expected, rtol=1e-6)
+        np.testing.assert_allclose(deviation, expected, rtol=1e-5)  # float32 arithmetic
         assert deviation.shape == f.shape[1:] and deviation.min() >= 0
     # the mean normal features deviate by exactly zero, in the joint map too (pooling and
     # repeating are linear, so the joint map of the mean maps is the mean joint map)
