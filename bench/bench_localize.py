@@ -62,12 +62,15 @@ def run_size(size: int, weights: str | None, quick: bool, scaled_alpha: bool) ->
     from vqganodip_pipeline.model.config import vqgan_preset
     from vqganodip_pipeline.model.vqgan import build_discriminator
     from vqganodip_pipeline.pipeline import build_backbone
+    from vqganodip_pipeline.presets import get_preset
 
     torch.set_num_threads(1)
     # the paper's alpha = 4 px at every size; --scaled-alpha keeps the patches' share of the
     # image fixed instead (alpha = 4 px per 256 px)
     alpha = 4 * max(1, size // 256) if scaled_alpha else 4
-    config = LocalizeConfig(p=100, n=4, alpha=alpha, q=250)
+    # the joint feature map's channel cap of the preset that runs at this size
+    joint_channels = get_preset("paper" if size >= 1024 else "demo").localize.joint_channels
+    config = LocalizeConfig(p=100, n=4, alpha=alpha, q=250, joint_channels=joint_channels)
     model_config, _ = vqgan_preset("demo")
     discriminator = build_discriminator(model_config, seed=0).eval()
     choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
@@ -94,7 +97,13 @@ def run_size(size: int, weights: str | None, quick: bool, scaled_alpha: bool) ->
         plain.std,
         plain.sigma,
         plain.eps,
-        timed("feature_statistics_6_units", fit_feature_statistics, choice.backbone, units),
+        timed(
+            "feature_statistics_6_units",
+            fit_feature_statistics,
+            choice.backbone,
+            units,
+            joint_channels=config.joint_channels,
+        ),
     )
     for k, defect in enumerate(defects):
         x, _ = render_unit(layout, size=size, seed=100 + k, defect=defect)
@@ -161,7 +170,13 @@ def run_size(size: int, weights: str | None, quick: bool, scaled_alpha: bool) ->
         "size": size,
         "fast_path_summary": summary,
         "backbone": choice.note,
-        "config": {"p": config.p, "n": config.n, "alpha": config.alpha, "q": config.q},
+        "config": {
+            "p": config.p,
+            "n": config.n,
+            "alpha": config.alpha,
+            "q": config.q,
+            "joint_channels": config.joint_channels,
+        },
         "candidates_per_image": len(candidates),
         "seconds_per_image": {name: float(np.median(v)) for name, v in stages.items()},
         "fast_vs_naive": comparisons,
