@@ -59,8 +59,12 @@ def image_features(
     backbone: FeatureBackbone, x: np.ndarray, x_hat: np.ndarray, device: str = "cpu"
 ) -> ImageFeatures:
     """Run ``backbone`` once on an image and its reconstruction ((H, W, 3) ``uint8`` each)."""
-    batch = images_to_tensor(np.stack([x, x_hat]), device)
-    maps = backbone.feature_maps(batch)
+    return pair_features(backbone, images_to_tensor(np.stack([x, x_hat]), device))
+
+
+def pair_features(backbone: FeatureBackbone, pair: torch.Tensor) -> ImageFeatures:
+    """Feature maps of a (2, 3, H, W) batch holding an image (or crop) and its reconstruction."""
+    maps = backbone.feature_maps(pair)
     return ImageFeatures(
         x=[m[0].double().cpu() for m in maps],
         x_hat=[m[1].double().cpu() for m in maps],
@@ -224,12 +228,7 @@ def patch_distances_regions(
         members = np.flatnonzero(owner == k)
         if members.size == 0:
             continue
-        maps = backbone.feature_maps(image[:, :, top:bottom, left:right])
-        features = ImageFeatures(
-            x=[m[0].double().cpu() for m in maps],
-            x_hat=[m[1].double().cpu() for m in maps],
-            strides=tuple(backbone.strides),
-        )
+        features = pair_features(backbone, image[:, :, top:bottom, left:right])
         relative = unique[members] - np.array([top, left, 0])
         out[members] = compute(features, relative)
     return out[inverse]
@@ -267,12 +266,7 @@ def patch_distances_naive(
         crop_right = min(
             width, crop_left + -(-(left + size + context - crop_left) // align) * align
         )
-        maps = backbone.feature_maps(image[:, :, crop_top:crop_bottom, crop_left:crop_right])
-        features = ImageFeatures(
-            x=[m[0].double().cpu() for m in maps],
-            x_hat=[m[1].double().cpu() for m in maps],
-            strides=tuple(backbone.strides),
-        )
+        features = pair_features(backbone, image[:, :, crop_top:crop_bottom, crop_left:crop_right])
         relative = np.array([[top - crop_top, left - crop_left, size]])
         out[k] = compute(features, relative)[0]
     return out
