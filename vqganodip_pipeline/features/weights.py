@@ -54,12 +54,10 @@ def load_weights_file(
     # BatchNorm's step counter is not a weight; files saved before PyTorch 0.4.1 lack it
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = [k for k in expected if prefix + k not in state and k not in optional]
-    unexpected = [
-        k
-        for k in state
-        if not (k.startswith(prefix) and (prefix or k in expected))
-        and not k.startswith(tuple(not_built))
-    ]
+    # with a prefix, any key under it is a deeper layer that was not built; without one, every
+    # key must belong to the module
+    accounted = (lambda k: k.startswith(prefix)) if prefix else (lambda k: k in expected)
+    unexpected = [k for k in state if not accounted(k) and not k.startswith(tuple(not_built))]
     wrong_shape = [
         f"{prefix}{k}: {tuple(state[prefix + k].shape)} != {tuple(v.shape)}"
         for k, v in expected.items()

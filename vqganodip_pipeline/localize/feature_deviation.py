@@ -207,7 +207,7 @@ def ledoit_wolf_intensity(
     scale = np.trace(covariance, axis1=1, axis2=2) / channels
     frobenius = np.einsum("pcd,pcd->p", covariance, covariance)
     beta = (fourth_moment - frobenius) / (channels * count)
-    delta = (frobenius - 2.0 * scale * scale * channels + channels * scale**2) / channels
+    delta = (frobenius - channels * scale**2) / channels  # ||S - scale I||_F^2 / C
     beta = np.minimum(np.maximum(beta, 0.0), delta)
     return np.where(delta > 0, beta / np.where(delta > 0, delta, 1.0), 1.0)
 

@@ -225,9 +225,7 @@ def patch_distances_regions(
     image = images_to_tensor(np.stack([x, x_hat]), device)
     out = np.zeros(len(unique), dtype=np.float64)
     for k, (top, left, bottom, right) in enumerate(regions):
-        members = np.flatnonzero(owner == k)
-        if members.size == 0:
-            continue
+        members = np.flatnonzero(owner == k)  # never empty: every crop grew from a candidate
         features = pair_features(backbone, image[:, :, top:bottom, left:right])
         relative = unique[members] - np.array([top, left, 0])
         out[members] = compute(features, relative)
