@@ -146,11 +146,7 @@ def summary(
     lines = ["[demo] images per role:"]
     counts = split.groupby(["role", "label"]).size().unstack(fill_value=0)
     lines += ["    " + line for line in counts.to_string().splitlines()]
-    lines.append(
-        f"[demo] composite score: {model.classifier_name}, ZFN threshold {model.threshold:.4f} "
-        f"from {model.n_abnormal_calibration} abnormal calibration images "
-        f"(miss-probability bound {model.miss_probability_bound:.3f})"
-    )
+    lines.append(f"[demo] composite score: {model.classifier_name}. {model.risk.sentence()}")
     honest = bundle["outcome"].honest_leaderboard
     if honest is not None:
         composite = honest[honest["classifier"] == "composite"]

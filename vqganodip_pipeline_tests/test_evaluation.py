@@ -13,11 +13,11 @@ from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
 from vqganodip_pipeline.evaluation import (
     DatasetError,
     EvaluationConfig,
-    check_targets,
     prepare,
     sample_groups,
 )
 from vqganodip_pipeline.reporting import validate_report
+from vqganodip_pipeline.workflow.report import check_targets
 from vqganodip_pipeline_tests.builders import write_png
 
 

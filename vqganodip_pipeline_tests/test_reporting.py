@@ -26,6 +26,7 @@ from vqganodip_pipeline.reporting import (
     validate_report,
     write_report,
 )
+from vqganodip_pipeline.scoring.conformal import conformal_threshold
 
 
 def metrics(accuracy: float, fpr: float, fnr: float, tp: int, fp: int, tn: int, fn: int) -> dict:
@@ -80,10 +81,12 @@ def example_report() -> dict[str, Any]:
                 "std": confusion(17, 2, 38, 3),
                 "zfn": honest_zfn,
                 "note": "5 outer folds",
-                "threshold": 0.2,
-                "n_abnormal_calibration": 16,
-                "miss_bound": 1 / 17,
             },
+        },
+        "shipped": {
+            "classifier": "ET",
+            "n_fit": 80,
+            **conformal_threshold(np.linspace(0.2, 0.9, 16), np.ones(16, dtype=int)).to_dict(),
         },
         "holdout": {"std": confusion(9, 0, 10, 1), "zfn": confusion(10, 2, 8, 0)},
         "auroc": 0.9567,
@@ -194,7 +197,7 @@ def test_minimal_report_without_optional_sections_is_valid_and_renders() -> None
         del report[key]
     report["localization_hit_rate"] = None
     for protocol in report["protocols"].values():
-        for key in ("classifier", "note", "threshold", "n_abnormal_calibration", "miss_bound"):
+        for key in ("classifier", "note"):
             protocol.pop(key, None)
     validate_report(report)
     page = render_html(report)
@@ -305,13 +308,15 @@ def test_html_shows_the_table1_figures_in_paper_format() -> None:
     assert cells_of_row(page, "Holdout")[2] == "90.00"
     baseline = cells_of_row(page, "Baseline: raw_mse")
     assert baseline[2] == "50.00" and baseline[-1] == "0.710"
-    # The summary states the honest figure with its calibration size and bound (1/17).
+    # The summary states the honest figure with the shipped threshold's calibration size and its
+    # 95 % bound (1 - 0.05^(1/16) = 17.07 %), under its assumption.
     summary = re.search(r'<p class="summary">(.*?)</p>', page, flags=re.S)
     assert summary is not None
     text = re.sub(r"<[^>]+>", "", summary.group(1))
-    assert "88.33 %" in text and "16 abnormal images" in text and "5.88 %" in text
+    assert "88.33 %" in text and "16 unseen abnormal images" in text and "17.07 %" in text
+    assert "exchangeable" in text
     assert "AUROC 0.957" in text and "synthetic-pcba" in text
-    assert "1/(n+1)" in page
+    assert "k/(n+1)" in page and "5.9%" in page  # the expected-miss form, 1/17
 
 
 def test_html_sections_in_order_and_tags_for_targets() -> None:

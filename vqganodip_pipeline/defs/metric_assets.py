@@ -5,9 +5,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from vqganodip_pipeline.data.loading import iter_image_batches, load_images, load_mask
+from vqganodip_pipeline.data.loading import iter_image_batches, load_images
 from vqganodip_pipeline.defs.metadata import frame_markdown, image_markdown, table_metadata
-from vqganodip_pipeline.defs.model_assets import model_bundle, role_rows
+from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
@@ -30,6 +30,7 @@ from vqganodip_pipeline.pipeline import (
 from vqganodip_pipeline.scoring.baselines import single_metric_auroc
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import draw_boxes
+from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
 
 METRICS_VERSION = code_version(table_module, candidates, patch_distance, distances, backbones)
 RECONSTRUCTION_VERSION = code_version(reconstruct_module)
@@ -37,15 +38,6 @@ RECONSTRUCTION_VERSION = code_version(reconstruct_module)
 
 def normal_of(mask: dict[str, np.ndarray]) -> NormalVariation:
     return NormalVariation.from_arrays(mask)
-
-
-def ground_truth_masks(rows: pd.DataFrame, size: int, inbox: BatchInbox) -> dict[str, np.ndarray]:
-    masks = {}
-    for row in rows[rows["label"] == "abnormal"].to_dict("records"):
-        mask = load_mask(row, size, inbox.storage_options())
-        if mask is not None:
-            masks[str(row["image_id"])] = mask
-    return masks
 
 
 def patches_figure(image: np.ndarray, patches: pd.DataFrame, limit: int = 25) -> np.ndarray:
@@ -81,7 +73,7 @@ def training_metrics(
     rows = role_rows(dataset_split, "classifier_set", "holdout")
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     context.log.info(f"perceptual backbone: {choice.note}")
-    masks = ground_truth_masks(rows, preset.image_size, inbox)
+    masks = ground_truth_masks(rows, preset.image_size, inbox.storage_options())
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 25 == 0:
@@ -216,7 +208,7 @@ def batch_metrics(
     )
     records, patch_frames = [], []
     seconds: dict[str, float] = {}
-    masks = ground_truth_masks(batch_images, preset.image_size, inbox)
+    masks = ground_truth_masks(batch_images, preset.image_size, inbox.storage_options())
     position = 0
     for rows, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()

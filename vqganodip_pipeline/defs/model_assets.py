@@ -27,6 +27,7 @@ from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
 from vqganodip_pipeline.pipeline import BackboneChoice, build_backbone, compute_normal_variation
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
+from vqganodip_pipeline.workflow.roles import golden_sample, role_rows
 
 CHECKPOINT_VERSION = code_version(train_module, checkpoint_module)
 MASK_VERSION = code_version(mask_module, feature_deviation_module)
@@ -45,13 +46,6 @@ def model_bundle(
         encoder=checkpoint.model.encoder,
     )
     return checkpoint, choice
-
-
-def role_rows(split: pd.DataFrame, *roles: str, label: str | None = None) -> pd.DataFrame:
-    rows = split[split["role"].isin(roles)]
-    if label is not None:
-        rows = rows[rows["label"] == label]
-    return rows.sort_values("image_id").reset_index(drop=True)
 
 
 class VQGANTrainingConfig(dg.Config):
@@ -281,7 +275,7 @@ def weighting_mask(
         feature_images=training_units() if len(extra_rows) else None,
     )
     # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
-    arrays = {**normal.to_arrays(), "golden": images.mean(axis=0).round().astype(np.uint8)}
+    arrays = {**normal.to_arrays(), "golden": golden_sample(images)}
     metadata: dict = {
         "m": len(rows),
         "weighting_mask": config.enabled,

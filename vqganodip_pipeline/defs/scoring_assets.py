@@ -9,26 +9,34 @@ from pydantic import Field
 from vqganodip_pipeline import scoring
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
 from vqganodip_pipeline.defs.metric_assets import normal_of
-from vqganodip_pipeline.defs.model_assets import model_bundle, role_rows
+from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
-from vqganodip_pipeline.evaluation import (
-    build_report,
-    end_to_end_seconds,
-    report_figures,
-    score_metric_table,
-)
 from vqganodip_pipeline.hashing import hash_frame
 from vqganodip_pipeline.reporting import render_html, validate_report
 from vqganodip_pipeline.scoring import SearchConfig
 from vqganodip_pipeline.scoring import calibrate as calibrate_module
+from vqganodip_pipeline.scoring import conformal as conformal_module
 from vqganodip_pipeline.scoring import honest as honest_module
 from vqganodip_pipeline.scoring import model as model_module
 from vqganodip_pipeline.scoring import paper as paper_module
 from vqganodip_pipeline.versioning import code_version
+from vqganodip_pipeline.workflow import report as report_module
+from vqganodip_pipeline.workflow import scoring as workflow_scoring_module
+from vqganodip_pipeline.workflow.report import build_report, end_to_end_seconds, report_figures
+from vqganodip_pipeline.workflow.roles import TRAINING_ROLES, role_rows
+from vqganodip_pipeline.workflow.scoring import score_metric_table
 
-SCORING_VERSION = code_version(model_module, calibrate_module, honest_module, paper_module)
+SCORING_VERSION = code_version(
+    model_module,
+    calibrate_module,
+    conformal_module,
+    honest_module,
+    paper_module,
+    workflow_scoring_module,
+)
+REPORT_VERSION = code_version(report_module)
 TOP_PATCHES = 3
 LEADERBOARD_COLUMNS = (
     "classifier",
@@ -68,6 +76,19 @@ class CompositeScoreConfig(dg.Config):
         default_factory=list, description="classifier codes; empty = the preset's"
     )
     margin: float = 0.0  # subtracted from the ZFN threshold (probability units)
+    calibration_fraction: float = Field(
+        default=1.0 / 3.0,
+        description="share of the classifier set held out to calibrate the shipped threshold "
+        "(split-conformal; the model, its search and its choice never see it)",
+    )
+    confidence: float = Field(
+        default=0.95, description="confidence of the miss-rate upper bound (Clopper-Pearson)"
+    )
+    target_miss_rate: float = Field(
+        default=0.0,
+        description="0 = threshold at the lowest calibration defect score; a rate in (0, 1) = "
+        "the highest threshold whose confidence bound still certifies that miss rate",
+    )
     paper_protocol: bool = True  # also run the paper's in-sample protocol (Table 1)
     honest_protocol: bool = True  # nested evaluation with baselines
     seed: int = 0
@@ -82,11 +103,12 @@ def composite_score_model(
     context: dg.AssetExecutionContext,
     config: CompositeScoreConfig,
     training_metrics: pd.DataFrame,
+    dataset_split: pd.DataFrame,
     settings: PipelineSettings,
 ) -> dg.Output[dict]:
-    """The shipped composite score: the best classifier on the ``classifier_set`` rows, its
-    ZFN threshold from out-of-fold scores with its evidence, the paper's and the honest
-    leaderboards, and its result on the ``holdout`` rows."""
+    """The shipped composite score: the best classifier on a fit part of the ``classifier_set``
+    rows, its split-conformal ZFN threshold on the rest with its statement of risk, the paper's
+    and the honest leaderboards, and its result on the ``holdout`` rows."""
     preset = settings.get_preset()
 
     def progress(event) -> None:
@@ -98,6 +120,11 @@ def composite_score_model(
             classifiers=tuple(config.classifiers) or preset.classifiers,
             search=search_config(settings, config.iterations, config.seed),
             outer_folds=preset.outer_folds,
+            calibration=scoring.CalibrationConfig(
+                fraction=config.calibration_fraction,
+                confidence=config.confidence,
+                target_miss_rate=config.target_miss_rate or None,
+            ),
             margin=config.margin,
             paper_protocol=config.paper_protocol,
             honest_protocol=config.honest_protocol,
@@ -111,8 +138,14 @@ def composite_score_model(
         "classifier": model.classifier_name,
         "max_features": preset.max_features or "all",
         "threshold": float(model.threshold),
+        "risk": dg.MetadataValue.md(model.risk.sentence()),
         "n_abnormal_calibration": model.n_abnormal_calibration,
-        "miss_probability_bound": float(model.miss_probability_bound),
+        "n_normal_calibration": model.n_normal_calibration,
+        "n_fit": len(model.fit_image_ids),
+        "miss_rate_upper_bound": float(model.risk.miss_rate_upper_bound),
+        "miss_rate_confidence": float(model.risk.confidence),
+        "expected_miss_rate": float(model.risk.expected_miss_rate),
+        "calibration_fpr": float(model.calibration["fpr_zfn"]),
         "metrics_in": len(model.feature_names_in),
         "metrics_kept": len(model.feature_names_kept),
         "selection": leaderboard_markdown(model.selection),
@@ -133,7 +166,7 @@ def composite_score_model(
     calibration = model.calibration_scores
     metadata["score_distribution_calibration"] = png_markdown(
         scoring.plot_score_distributions(
-            calibration["score"], calibration["y"], model.threshold, "out-of-fold scores"
+            calibration["score"], calibration["y"], model.threshold, "unseen calibration scores"
         )
     )
     holdout = training_metrics[training_metrics["role"] == "holdout"]
@@ -155,7 +188,10 @@ def composite_score_model(
         model, training_metrics[training_metrics["role"] == "classifier_set"]
     )
     metadata["top_metrics"] = png_markdown(scoring.plot_metric_importances(importances))
-    return dg.Output({"model": model, "outcome": outcome}, metadata=metadata)
+    trained_on = sorted(role_rows(dataset_split, *TRAINING_ROLES)["image_id"].astype(str))
+    return dg.Output(
+        {"model": model, "outcome": outcome, "trained_on": trained_on}, metadata=metadata
+    )
 
 
 @dg.asset_check(
@@ -201,6 +237,7 @@ def batch_scores(
     model = composite_score_model["model"]
     scores = model.score(batch_metrics)
     decisions = scores >= model.threshold
+    seen = batch_metrics["image_id"].astype(str).isin(set(composite_score_model["trained_on"]))
     top = (
         batch_patches[(batch_patches["variant"] == "raw") & (batch_patches["rank"] < TOP_PATCHES)]
         .groupby("image_id")[["top", "left", "size"]]
@@ -214,6 +251,7 @@ def batch_scores(
             "score": scores,
             "threshold": model.threshold,
             "decision": np.where(decisions, "to_operator", "pass"),
+            "seen_in_training": seen.to_numpy(),
             "top_patches": [str(top.get(i, [])) for i in batch_metrics["image_id"]],
             "classifier": model.classifier,
             "model_fitted_at": model.fitted_at,
@@ -232,12 +270,21 @@ def batch_scores(
             )
         ),
     }
-    labelled = result["label"].isin(["normal", "abnormal"])
+    # Only images the model side never learnt from are evidence of how the model does.
+    labelled = result["label"].isin(["normal", "abnormal"]) & ~result["seen_in_training"]
+    metadata["labelled_seen_in_training"] = int(
+        (result["label"].isin(["normal", "abnormal"]) & result["seen_in_training"]).sum()
+    )
     if labelled.any() and result.loc[labelled, "label"].nunique() == 2:
         y = (result.loc[labelled, "label"] == "abnormal").to_numpy(int)
         evaluation = scoring.confusion_at_threshold(scores[labelled.to_numpy()], y, model.threshold)
         metadata["labelled_evaluation"] = dg.MetadataValue.json(
-            {k: float(v) for k, v in evaluation.items()}
+            {
+                **{k: float(v) for k, v in evaluation.items()},
+                "images": int(labelled.sum()),
+                "protocol": "labelled images of this batch that the model side never trained, "
+                "calibrated or selected on",
+            }
         )
         if evaluation["missed"]:
             context.log.warning(f"{evaluation['missed']} labelled abnormal image(s) passed")
@@ -254,13 +301,13 @@ class EvaluationReportConfig(dg.Config):
     outs={
         "evaluation_report": dg.AssetOut(
             io_manager_key="json_io_manager",
-            code_version=SCORING_VERSION,
+            code_version=REPORT_VERSION,
             description="The evaluation report (paper and honest protocols, baselines, "
             "holdout, localisation, timings) as JSON, shaped like the paper's Table 1.",
         ),
         "evaluation_report_html": dg.AssetOut(
             io_manager_key="html_io_manager",
-            code_version=SCORING_VERSION,
+            code_version=REPORT_VERSION,
             description="The same report as one self-contained HTML page with its figures.",
         ),
     },

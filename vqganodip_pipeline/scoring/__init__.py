@@ -4,9 +4,11 @@ probability with a zero-false-negative (ZFN) threshold.
 - table: metric-table contract (metric columns, labels, groups, finiteness)
 - preprocess: MetricPreprocessor (constant / correlated columns, min-max scaling)
 - classifiers: the twelve candidates, search spaces, the preprocess -> SMOTE -> classifier pipeline
-- thresholds: ZFN threshold, miss-probability bound, confusion metrics
+- thresholds: ZFN threshold (out-of-fold / in-sample), confusion metrics
+- conformal: the split-conformal shipped threshold and its statement of risk
 - paper: the paper's protocol (search, leave-one-out, in-sample ZFN threshold)
 - honest: nested evaluation with baselines (the threshold never sees its test images)
+- calibrate: the recipe of the shipped model and the honest protocol (fit and calibration parts)
 - model: the shipped CompositeScoreModel, fit_composite_model, evaluate
 - plots: score distributions, metric importances, ROC as PNG bytes
 """
@@ -19,11 +21,18 @@ from vqganodip_pipeline.scoring.baselines import (
     auroc_columns,
     single_metric_auroc,
 )
+from vqganodip_pipeline.scoring.calibrate import CalibrationConfig
 from vqganodip_pipeline.scoring.classifiers import (
     CLASSIFIERS,
     ClassifierSpec,
     build_pipeline,
     classifier_registry,
+)
+from vqganodip_pipeline.scoring.conformal import (
+    RiskStatement,
+    conformal_threshold,
+    expected_miss_rate,
+    miss_rate_upper_bound,
 )
 from vqganodip_pipeline.scoring.honest import HonestResult, run_honest_protocol
 from vqganodip_pipeline.scoring.model import CompositeScoreModel, evaluate, fit_composite_model
@@ -41,32 +50,35 @@ from vqganodip_pipeline.scoring.table import labels_to_y, metric_columns
 from vqganodip_pipeline.scoring.thresholds import (
     auroc,
     confusion_at_threshold,
-    miss_probability_bound,
     zfn_threshold,
 )
 
 __all__ = [
     "CLASSIFIERS",
     "BestSingleMetric",
+    "CalibrationConfig",
     "ClassifierSpec",
     "ColumnBaseline",
     "CompositeScoreModel",
     "HonestResult",
     "MetricPreprocessor",
     "PaperResult",
+    "RiskStatement",
     "SearchConfig",
     "SearchProgress",
     "auroc",
     "auroc_columns",
     "build_pipeline",
     "classifier_registry",
+    "conformal_threshold",
     "confusion_at_threshold",
     "evaluate",
+    "expected_miss_rate",
     "fit_composite_model",
     "labels_to_y",
     "metric_columns",
     "metric_importances",
-    "miss_probability_bound",
+    "miss_rate_upper_bound",
     "plot_metric_importances",
     "plot_roc",
     "plot_score_distributions",

@@ -1,11 +1,19 @@
-"""Model selection and ZFN calibration on one training set, from out-of-fold scores only.
+"""Model selection and split-conformal ZFN calibration on one labelled set.
 
-For every candidate classifier: randomized search with CV on the training set, out-of-fold
-abnormal probabilities with the best parameters on the same folds, ZFN threshold = the lowest
-out-of-fold score of an abnormal image (minus ``margin``). The candidate with the best
-out-of-fold ZFN accuracy is chosen (ties: higher out-of-fold STD accuracy, then code). Used on
-each outer training part by the honest protocol and on the whole classifier set for the shipped
-model.
+The recipe (:func:`fit_and_calibrate`), used for the shipped model on the classifier set and by
+the honest protocol on every outer training part:
+
+1. split the rows into a *fit part* and a *calibration part* (stratified, group-aware, seeded:
+   one of ``round(1 / fraction)`` folds is the calibration part);
+2. on the fit part only: for every candidate classifier, randomized search with CV, out-of-fold
+   abnormal probabilities with the best parameters on the same folds, an out-of-fold ZFN
+   threshold (the lowest out-of-fold abnormal score, minus ``margin``); choose the candidate with
+   the best out-of-fold ZFN accuracy (ties: higher out-of-fold STD accuracy, then code);
+3. refit every candidate on the whole fit part and score the calibration part with it;
+4. the threshold of each candidate is read off *its own* scores of the abnormal calibration
+   images (:func:`~vqganodip_pipeline.scoring.conformal.conformal_threshold`), which neither it,
+   its search nor the choice among candidates ever saw: a split-conformal threshold with a valid
+   statement of risk.
 """
 
 from __future__ import annotations
@@ -17,8 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from imblearn.pipeline import Pipeline
 
-from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, SmoteSettings, plan_smote
+from vqganodip_pipeline.scoring.classifiers import (
+    ClassifierSpec,
+    SmoteSettings,
+    build_pipeline,
+    plan_smote,
+)
+from vqganodip_pipeline.scoring.conformal import (
+    DEFAULT_CONFIDENCE,
+    RiskStatement,
+    conformal_threshold,
+)
 from vqganodip_pipeline.scoring.search import (
     ClassifierFitError,
     ProgressCallback,
@@ -26,9 +46,10 @@ from vqganodip_pipeline.scoring.search import (
     SearchProgress,
     SearchResult,
     out_of_fold_scores,
+    quiet_fitting,
     search_classifier,
 )
-from vqganodip_pipeline.scoring.splits import Split
+from vqganodip_pipeline.scoring.splits import Split, check_classes, restrict, stratified_folds
 from vqganodip_pipeline.scoring.thresholds import metrics_row, zfn_threshold
 
 log = logging.getLogger(__name__)
@@ -125,4 +146,177 @@ def choose(candidates: Sequence[Candidate]) -> Candidate:
     return min(
         candidates,
         key=lambda c: (-c.oof_metrics["accuracy_zfn"], -c.oof_metrics["accuracy_std"], c.code),
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How the ZFN threshold is calibrated (split-conformal).
+
+    fraction: share of the rows held out as the calibration part, in (0, 0.5]: one of
+        ``round(1 / fraction)`` stratified (group) folds; more calibration defects give a
+        tighter risk bound, fewer rows for fitting a weaker model.
+    confidence: confidence of the miss-rate upper bound (Clopper-Pearson), default 95 %.
+    target_miss_rate: None = the threshold is the minimum abnormal calibration score (k = 1);
+        a rate in (0, 1) = the highest k-th lowest score whose bound still certifies it.
+    """
+
+    fraction: float = 1.0 / 3.0
+    confidence: float = DEFAULT_CONFIDENCE
+    target_miss_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 0.5:
+            raise ValueError(f"calibration fraction must be in (0, 0.5], got {self.fraction}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.target_miss_rate is not None and not 0.0 < self.target_miss_rate < 1.0:
+            raise ValueError(f"target_miss_rate must be in (0, 1), got {self.target_miss_rate}")
+
+    @property
+    def n_folds(self) -> int:
+        return max(2, round(1.0 / self.fraction))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fraction": self.fraction,
+            "confidence": self.confidence,
+            "target_miss_rate": self.target_miss_rate,
+        }
+
+
+def calibration_split(
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    calibration: CalibrationConfig,
+    n_search_folds: int,
+    seed: int,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, calibration rows): positions of a seeded stratified (group) split in which the
+    calibration part is one of ``calibration.n_folds`` folds. Raises ``ValueError`` naming the
+    counts when the fit part cannot fill ``n_search_folds`` folds or the calibration part holds
+    no abnormal image."""
+    check_classes(y, calibration.n_folds, f"{where} (calibration split)")
+    fit, cal = stratified_folds(y, groups, calibration.n_folds, seed, where)[0]
+    if not np.any(y[cal] == 1):
+        raise ValueError(f"{where}: the calibration part holds no abnormal image")
+    check_classes(y[fit], n_search_folds, f"{where}, fit part")
+    return np.sort(fit), np.sort(cal)
+
+
+@dataclass
+class Calibrated:
+    """One candidate refitted on the fit part, with its split-conformal threshold.
+
+    calibration_scores: its scores of the calibration rows (aligned with
+    :attr:`Recipe.calibration_rows`); risk: the threshold and what it guarantees;
+    calibration_metrics: metrics_row of the calibration part at 0.5 and at the threshold.
+    """
+
+    candidate: Candidate
+    pipeline: Pipeline
+    calibration_scores: np.ndarray
+    risk: RiskStatement
+    calibration_metrics: dict[str, Any]
+
+    @property
+    def code(self) -> str:
+        return self.candidate.code
+
+    @property
+    def threshold(self) -> float:
+        return self.risk.threshold
+
+
+@dataclass
+class Recipe:
+    """Outcome of :func:`fit_and_calibrate` on one labelled set (positions in its rows).
+
+    fit_rows / calibration_rows: the two parts; inner_splits: the search / out-of-fold folds
+    over the fit part (positions of the set); calibrated: every candidate that could be fitted,
+    refitted and calibrated; chosen: the one chosen on the fit part's out-of-fold scores.
+    """
+
+    fit_rows: np.ndarray
+    calibration_rows: np.ndarray
+    inner_splits: list[Split]
+    calibrated: list[Calibrated]
+    chosen: Calibrated
+
+
+def fit_and_calibrate(
+    specs: Mapping[str, ClassifierSpec],
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    config: SearchConfig,
+    calibration: CalibrationConfig,
+    margin: float = 0.0,
+    progress: ProgressCallback | None = None,
+    stage: str = "calibrate",
+    columns: Sequence[str] | None = None,
+) -> Recipe:
+    """The whole recipe of the module docstring on ``(X, y)``; see :class:`Recipe`.
+
+    ``columns`` (metric names of ``X``) makes the refitted pipelines name their features, as the
+    shipped model needs to score metric tables by column name."""
+    fit, cal = calibration_split(y, groups, calibration, config.n_splits, config.seed, stage)
+    inner_local = stratified_folds(
+        y[fit], None if groups is None else groups[fit], config.n_splits, config.seed, stage
+    )
+    candidates = calibrate_candidates(
+        specs, X[fit], y[fit], inner_local, config, margin, progress, stage
+    )
+    chosen_code = choose(candidates).code
+    calibrated: list[Calibrated] = []
+    for candidate in candidates:
+        pipeline = build_pipeline(
+            candidate.spec,
+            config.seed,
+            candidate.smote,
+            config.correlation_threshold,
+            candidate.params,
+            config.max_features,
+        )
+        X_fit, X_cal = X[fit], X[cal]
+        if columns is not None:
+            X_fit = pd.DataFrame(X_fit, columns=list(columns))
+            X_cal = pd.DataFrame(X_cal, columns=list(columns))
+        with quiet_fitting():
+            pipeline.fit(X_fit, y[fit])
+        scores = np.asarray(pipeline.predict_proba(X_cal)[:, 1], dtype=np.float64)
+        if not np.isfinite(scores).all():
+            log.warning("%s: skipping %s: non-finite calibration scores", stage, candidate.code)
+            continue
+        risk = conformal_threshold(
+            scores,
+            y[cal],
+            margin=margin,
+            target_miss_rate=calibration.target_miss_rate,
+            confidence=calibration.confidence,
+        )
+        calibrated.append(
+            Calibrated(
+                candidate=candidate,
+                pipeline=pipeline,
+                calibration_scores=scores,
+                risk=risk,
+                calibration_metrics=metrics_row(scores, y[cal], risk.threshold),
+            )
+        )
+    by_code = {c.code: c for c in calibrated}
+    if chosen_code not in by_code:
+        if not calibrated:
+            raise ClassifierFitError(
+                f"no classifier of {list(specs)} could be calibrated ({stage})"
+            )
+        remaining = [c.candidate for c in calibrated]
+        chosen_code = choose(remaining).code
+    return Recipe(
+        fit_rows=fit,
+        calibration_rows=cal,
+        inner_splits=restrict(inner_local, fit),
+        calibrated=calibrated,
+        chosen=by_code[chosen_code],
     )

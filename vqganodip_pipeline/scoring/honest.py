@@ -1,11 +1,13 @@
 """Honest (nested) evaluation of the composite score under the ZFN constraint.
 
-Outer stratified (group) folds split the table into a training part and a test part. Everything
-that is learnt — the search of every classifier, the choice among them, the ZFN threshold (from
-inner out-of-fold scores, :mod:`~vqganodip_pipeline.scoring.calibrate`) and the baselines'
-column choice and thresholds — uses the training part only; the test part is scored once at the
-end. Metrics are pooled over the outer test parts, so the reported ZFN FNR and missed count are
-what a deployed threshold would have let through on unseen images.
+Outer stratified (group) folds split the table into a training part and a test part. Inside
+every training part the shipped model's own recipe runs
+(:func:`~vqganodip_pipeline.scoring.calibrate.fit_and_calibrate`): search and choice of the
+classifier on a fit part, the split-conformal ZFN threshold on a calibration part. The baselines
+are fitted on the same fit part (column choice, STD threshold) and thresholded on the same
+calibration part. The test part is scored once at the end. Metrics are pooled over the outer
+test parts, so the reported ZFN FNR and missed count are what the shipped recipe would have let
+through on unseen images.
 
 Every fit and every scoring call is recorded in :attr:`HonestResult.fit_log` with the table row
 positions it was given, which makes "the outer test part was never seen" checkable.
@@ -26,20 +28,16 @@ from vqganodip_pipeline.scoring.baselines import (
     DEFAULT_MSE_COLUMN,
     default_baselines,
 )
-from vqganodip_pipeline.scoring.calibrate import Candidate, calibrate_candidates, choose
-from vqganodip_pipeline.scoring.classifiers import (
-    ClassifierSpec,
-    build_pipeline,
-    resolve_classifiers,
+from vqganodip_pipeline.scoring.calibrate import (
+    CalibrationConfig,
+    calibration_split,
+    fit_and_calibrate,
 )
+from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, resolve_classifiers
+from vqganodip_pipeline.scoring.conformal import RiskStatement, conformal_threshold
 from vqganodip_pipeline.scoring.report import params_json, rank_leaderboard
-from vqganodip_pipeline.scoring.search import (
-    ProgressCallback,
-    SearchConfig,
-    SearchProgress,
-    quiet_fitting,
-)
-from vqganodip_pipeline.scoring.splits import Split, check_classes, restrict, stratified_folds
+from vqganodip_pipeline.scoring.search import ProgressCallback, SearchConfig, SearchProgress
+from vqganodip_pipeline.scoring.splits import Split, restrict, stratified_folds
 from vqganodip_pipeline.scoring.table import training_table
 from vqganodip_pipeline.scoring.thresholds import (
     STD_THRESHOLD,
@@ -47,8 +45,6 @@ from vqganodip_pipeline.scoring.thresholds import (
     auroc,
     confusion_from_decisions,
     metrics_row,
-    miss_probability_bound,
-    zfn_threshold,
 )
 
 COMPOSITE = "composite"
@@ -56,9 +52,11 @@ COMPOSITE = "composite"
 
 @dataclass(frozen=True)
 class FitRecord:
-    """One use of table rows: ``stage`` is "inner_search", "inner_calibration", "refit",
-    "baseline_fit" (rows = the outer training part given to it) or "test_scoring" (rows = the
-    outer test part scored by the fitted model). ``rows`` are positions in the protocol's table."""
+    """One use of table rows: ``stage`` is "inner_search", "inner_calibration" (search and
+    out-of-fold scores on the fit part), "refit" (fit part), "baseline_fit" (fit part),
+    "conformal_calibration" (rows = the calibration part scored to set the threshold) or
+    "test_scoring" (rows = the outer test part scored by the fitted model). ``rows`` are
+    positions in the protocol's table."""
 
     outer_fold: int
     stage: str
@@ -68,10 +66,13 @@ class FitRecord:
 
 @dataclass
 class OuterFold:
-    """Exact rows of one outer fold; ``inner_splits`` are positions in the protocol's table."""
+    """Exact rows of one outer fold (positions in the protocol's table): ``train_rows`` =
+    ``fit_rows`` + ``calibration_rows``; ``inner_splits`` are the search folds of the fit part."""
 
     fold: int
     train_rows: np.ndarray
+    fit_rows: np.ndarray
+    calibration_rows: np.ndarray
     test_rows: np.ndarray
     train_image_ids: list[str]
     test_image_ids: list[str]
@@ -121,11 +122,21 @@ def _pooled_row(method: str, name: str, kind: str, part: pd.DataFrame) -> dict[s
     return row
 
 
+def _risk_columns(risk: RiskStatement) -> dict[str, Any]:
+    return {
+        "n_abnormal_calibration": risk.n_calibration,
+        "calibration_k": risk.k,
+        "miss_rate_upper_bound": risk.miss_rate_upper_bound,
+        "expected_miss_rate": risk.expected_miss_rate,
+    }
+
+
 def run_honest_protocol(
     df: pd.DataFrame,
     *,
     classifiers: Mapping[str, ClassifierSpec] | Sequence[str] | None = None,
     config: SearchConfig | None = None,
+    calibration: CalibrationConfig | None = None,
     n_outer: int = 5,
     margin: float = 0.0,
     role: str | None = "classifier_set",
@@ -136,19 +147,26 @@ def run_honest_protocol(
     """Nested evaluation of the composite score and the baselines on the ``role`` rows of ``df``.
 
     ``n_outer`` outer folds; inside each outer training part ``config.n_splits`` inner folds
-    drive the search and the out-of-fold calibration. ``margin`` (probability units) is
-    subtracted from the classifiers' ZFN thresholds; the baselines' raw scores have other units,
-    so their ZFN threshold is the plain training minimum. A baseline's STD threshold is the one
-    maximising its training accuracy.
+    drive the search and the out-of-fold choice on the fit part of the outer training part, and
+    ``calibration`` sets every threshold on its calibration part. ``margin`` (probability units)
+    is subtracted from the classifiers' ZFN thresholds; the baselines' raw scores have other
+    units, so their ZFN threshold is the plain conformal one. A baseline's STD threshold is the
+    one maximising its accuracy on the fit part.
     """
     config = config or SearchConfig()
+    calibration = calibration or CalibrationConfig()
     specs = resolve_classifiers(classifiers)
     table = training_table(df, role)
     X, y, groups, frame = table.X, table.y, table.groups, table.frame
     outer = stratified_folds(y, groups, n_outer, config.seed, "honest protocol (outer folds)")
-    for k, (train, _) in enumerate(outer):
-        check_classes(
-            y[train], config.n_splits, f"honest protocol, training part of outer fold {k}"
+    for k, (train, _) in enumerate(outer):  # every fold's parts are checked before any fit
+        calibration_split(
+            y[train],
+            None if groups is None else groups[train],
+            calibration,
+            config.n_splits,
+            config.seed,
+            f"honest protocol, outer fold {k}",
         )
     baselines, notes = default_baselines(frame, mse_column, golden_column)
 
@@ -190,17 +208,6 @@ def run_honest_protocol(
         )
 
     for k, (train, test) in enumerate(outer):
-        X_train, y_train = X[train], y[train]
-        inner_local = stratified_folds(
-            y_train,
-            None if groups is None else groups[train],
-            config.n_splits,
-            config.seed,
-            f"honest protocol, inner folds of outer fold {k}",
-        )
-        for code in specs:
-            log.append(FitRecord(k, "inner_search", code, train))
-            log.append(FitRecord(k, "inner_calibration", code, train))
 
         def fold_progress(event: SearchProgress, k: int = k) -> None:
             if progress is not None:
@@ -215,67 +222,56 @@ def run_honest_protocol(
                     )
                 )
 
-        candidates = calibrate_candidates(
-            specs, X_train, y_train, inner_local, config, margin, fold_progress, "inner"
+        recipe = fit_and_calibrate(
+            specs,
+            X[train],
+            y[train],
+            None if groups is None else groups[train],
+            config,
+            calibration,
+            margin,
+            fold_progress,
+            f"honest protocol, outer fold {k}",
         )
-        chosen = choose(candidates)
-        n_abnormal_cal = int(y_train.sum())
-        candidate: Candidate
-        for candidate in candidates:
-            pipeline = build_pipeline(
-                candidate.spec,
-                config.seed,
-                candidate.smote,
-                config.correlation_threshold,
-                candidate.params,
-                config.max_features,
-            )
-            log.append(FitRecord(k, "refit", candidate.code, train))
-            with quiet_fitting():
-                pipeline.fit(X_train, y_train)
+        fit, cal = train[recipe.fit_rows], train[recipe.calibration_rows]
+        for code in specs:
+            log.append(FitRecord(k, "inner_search", code, fit))
+            log.append(FitRecord(k, "inner_calibration", code, fit))
+        for calibrated in recipe.calibrated:
+            candidate = calibrated.candidate
+            log.append(FitRecord(k, "refit", candidate.code, fit))
+            log.append(FitRecord(k, "conformal_calibration", candidate.code, cal))
             log.append(FitRecord(k, "test_scoring", candidate.code, test))
-            scores = np.asarray(pipeline.predict_proba(X[test])[:, 1], dtype=np.float64)
+            scores = np.asarray(calibrated.pipeline.predict_proba(X[test])[:, 1], dtype=np.float64)
             extra = {
                 "selected": candidate.code,
                 "params": params_json(candidate.params),
                 "inner_cv_accuracy": candidate.search.best_score,
                 "inner_oof_accuracy_zfn": candidate.oof_metrics["accuracy_zfn"],
                 "inner_oof_accuracy_std": candidate.oof_metrics["accuracy_std"],
-                "n_abnormal_calibration": n_abnormal_cal,
-                "miss_probability_bound": miss_probability_bound(n_abnormal_cal),
+                **_risk_columns(calibrated.risk),
             }
-            record(
-                k,
-                candidate.code,
-                "classifier",
-                test,
-                scores,
-                candidate.threshold,
-                STD_THRESHOLD,
-                extra,
-            )
-            if candidate is chosen:
-                record(
-                    k,
-                    COMPOSITE,
-                    "selected",
-                    test,
-                    scores,
-                    candidate.threshold,
-                    STD_THRESHOLD,
-                    extra,
-                )
+            for method, kind in ((candidate.code, "classifier"), (COMPOSITE, "selected")):
+                if method == COMPOSITE and calibrated is not recipe.chosen:
+                    continue
+                record(k, method, kind, test, scores, calibrated.threshold, STD_THRESHOLD, extra)
         for baseline in baselines:
-            log.append(FitRecord(k, "baseline_fit", baseline.code, train))
-            baseline.fit(frame.iloc[train], y_train)
-            train_scores = baseline.score(frame.iloc[train])
+            log.append(FitRecord(k, "baseline_fit", baseline.code, fit))
+            baseline.fit(frame.iloc[fit], y[fit])
+            fit_scores = baseline.score(frame.iloc[fit])
+            log.append(FitRecord(k, "conformal_calibration", baseline.code, cal))
+            risk = conformal_threshold(
+                baseline.score(frame.iloc[cal]),
+                y[cal],
+                target_miss_rate=calibration.target_miss_rate,
+                confidence=calibration.confidence,
+            )
             log.append(FitRecord(k, "test_scoring", baseline.code, test))
             scores = baseline.score(frame.iloc[test])
             extra = {
                 "selected": baseline.code,
                 "params": params_json(baseline.describe()),
-                "n_abnormal_calibration": n_abnormal_cal,
-                "miss_probability_bound": miss_probability_bound(n_abnormal_cal),
+                **_risk_columns(risk),
             }
             record(
                 k,
@@ -283,19 +279,21 @@ def run_honest_protocol(
                 "baseline",
                 test,
                 scores,
-                zfn_threshold(train_scores, y_train),
-                accuracy_threshold(train_scores, y_train),
+                risk.threshold,
+                accuracy_threshold(fit_scores, y[fit]),
                 extra,
             )
         folds.append(
             OuterFold(
                 fold=k,
                 train_rows=train,
+                fit_rows=fit,
+                calibration_rows=cal,
                 test_rows=test,
                 train_image_ids=[str(v) for v in table.image_ids[train]],
                 test_image_ids=[str(v) for v in table.image_ids[test]],
-                inner_splits=restrict(inner_local, train),
-                selected=chosen.code,
+                inner_splits=restrict(recipe.inner_splits, train),
+                selected=recipe.chosen.code,
             )
         )
 

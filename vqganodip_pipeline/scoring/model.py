@@ -1,19 +1,15 @@
 """The shipped composite anomaly score: one fitted pipeline plus its ZFN threshold and evidence.
 
-:func:`fit_composite_model` searches and calibrates every candidate on the classifier set with
-k-fold cross-validation (:mod:`~vqganodip_pipeline.scoring.calibrate`), keeps the one with the
-best out-of-fold ZFN accuracy, refits it on all rows and ships the threshold read off its
-out-of-fold scores: the lowest out-of-fold score of an abnormal image, minus ``margin``.
-
-About the miss-probability bound stored with the model (``1 / (n + 1)`` for ``n`` abnormal
-calibration images, :func:`~vqganodip_pipeline.scoring.thresholds.miss_probability_bound`): it
-is a guarantee for a threshold taken on images that played no part in fitting the model. Out-of-fold
-scores come from k models each fitted without the scored image, which is close to that but not
-identical (the shipped model is fitted on all rows, and the hyper-parameter search and the
-choice of classifier saw every row), so read the bound as the order of magnitude the number of
-abnormal calibration images supports, not as a certificate. The honest protocol
-(:mod:`~vqganodip_pipeline.scoring.honest`) and :func:`evaluate` on a holdout measure the
-achieved miss rate directly.
+:func:`fit_composite_model` runs the split-conformal recipe of
+:mod:`~vqganodip_pipeline.scoring.calibrate` on the classifier set: search and choice on a fit
+part (out-of-fold), the chosen classifier refitted on that fit part, and its threshold read off
+its own scores of the abnormal images of a calibration part that it, its search and the choice
+never saw. The :class:`~vqganodip_pipeline.scoring.conformal.RiskStatement` stored with the model
+says what that threshold guarantees and under which assumption (exchangeable defect scores):
+an exact one-sided upper confidence bound on the miss rate of new defects and the expected-miss
+form ``k / (n + 1)``. The honest protocol (:mod:`~vqganodip_pipeline.scoring.honest`) runs the
+same recipe inside every outer fold, and :func:`evaluate` measures the achieved miss rate on a
+holdout.
 """
 
 from __future__ import annotations
@@ -29,16 +25,15 @@ import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline
 
-from vqganodip_pipeline.scoring.calibrate import calibrate_candidates, choose
+from vqganodip_pipeline.scoring.calibrate import CalibrationConfig, fit_and_calibrate
 from vqganodip_pipeline.scoring.classifiers import (
     PREPROCESS_STEP,
     ClassifierSpec,
-    build_pipeline,
     resolve_classifiers,
 )
+from vqganodip_pipeline.scoring.conformal import RiskStatement
 from vqganodip_pipeline.scoring.report import params_json, rank_leaderboard
-from vqganodip_pipeline.scoring.search import ProgressCallback, SearchConfig, quiet_fitting
-from vqganodip_pipeline.scoring.splits import stratified_folds
+from vqganodip_pipeline.scoring.search import ProgressCallback, SearchConfig
 from vqganodip_pipeline.scoring.table import (
     check_finite,
     image_ids,
@@ -47,7 +42,7 @@ from vqganodip_pipeline.scoring.table import (
     short_list,
     training_table,
 )
-from vqganodip_pipeline.scoring.thresholds import metrics_row, miss_probability_bound
+from vqganodip_pipeline.scoring.thresholds import metrics_row
 
 _VERSIONED = ("scikit-learn", "xgboost", "lightgbm", "imbalanced-learn", "numpy", "scipy", "pandas")
 
@@ -65,33 +60,45 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class CompositeScoreModel:
-    """A fitted composite anomaly score with its ZFN threshold.
+    """A fitted composite anomaly score with its split-conformal ZFN threshold.
 
     ``score(df)`` is the predicted abnormal probability; ``decide(df)`` is ``score >= threshold``
-    (True = abnormal, send to operator). Evidence: ``n_abnormal_calibration`` abnormal images
-    set the threshold (out-of-fold), ``miss_probability_bound`` = 1 / (n + 1) (see the module
-    docstring for what it does and does not guarantee), ``calibration`` holds the out-of-fold
-    metrics, ``selection`` the out-of-fold leaderboard of every candidate.
+    (True = abnormal, send to operator). Evidence: ``risk`` (the threshold, the number of
+    abnormal calibration images it was read off, how many fall below it, the miss-rate bounds
+    and their assumption), ``calibration`` the metrics of the calibration part at 0.5 and at the
+    threshold, ``calibration_scores`` the shipped model's scores of the calibration images,
+    ``selection`` the out-of-fold leaderboard of every candidate on the fit part (with each
+    candidate's own calibration-part metrics), ``fit_image_ids`` the rows it was fitted on.
     """
 
     classifier: str
     classifier_name: str
     params: dict[str, Any]
     pipeline: Pipeline
-    threshold: float
-    margin: float
-    n_abnormal_calibration: int
+    risk: RiskStatement
     n_normal_calibration: int
-    miss_probability_bound: float
     feature_names_in: list[str]
     feature_names_kept: list[str]
     dropped_correlated: dict[str, str]
     calibration: dict[str, Any]
     calibration_scores: pd.DataFrame
+    fit_image_ids: list[str]
     selection: pd.DataFrame
     config: dict[str, Any]
     versions: dict[str, str] = field(default_factory=library_versions)
     fitted_at: str = ""
+
+    @property
+    def threshold(self) -> float:
+        return self.risk.threshold
+
+    @property
+    def margin(self) -> float:
+        return self.risk.margin
+
+    @property
+    def n_abnormal_calibration(self) -> int:
+        return self.risk.n_calibration
 
     def _features(self, df: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(df, pd.DataFrame):
@@ -123,10 +130,9 @@ class CompositeScoreModel:
             "classifier_name": self.classifier_name,
             "params": self.params,
             "threshold": self.threshold,
-            "margin": self.margin,
-            "n_abnormal_calibration": self.n_abnormal_calibration,
+            "risk": self.risk.to_dict(),
             "n_normal_calibration": self.n_normal_calibration,
-            "miss_probability_bound": self.miss_probability_bound,
+            "n_fit": len(self.fit_image_ids),
             "n_features_in": len(self.feature_names_in),
             "n_features_kept": len(self.feature_names_kept),
             "calibration": {
@@ -144,70 +150,68 @@ def fit_composite_model(
     *,
     classifiers: Mapping[str, ClassifierSpec] | Sequence[str] | None = None,
     config: SearchConfig | None = None,
+    calibration: CalibrationConfig | None = None,
     margin: float = 0.0,
     role: str | None = "classifier_set",
     progress: ProgressCallback | None = None,
 ) -> CompositeScoreModel:
     """Fit the shipped composite score on the ``role`` rows of ``df`` (all rows if no role).
 
-    Raises ``ValueError`` for one class only or fewer abnormal (or normal) images than
-    ``config.n_splits`` folds, naming the counts.
+    Raises ``ValueError`` for one class only, or too few abnormal (or normal) images to fill a
+    calibration part and the search folds of the fit part, naming the counts.
     """
     config = config or SearchConfig()
+    calibration = calibration or CalibrationConfig()
     specs = resolve_classifiers(classifiers)
     table = training_table(df, role)
-    splits = stratified_folds(
-        table.y, table.groups, config.n_splits, config.seed, "fit_composite_model"
+    recipe = fit_and_calibrate(
+        specs,
+        table.X,
+        table.y,
+        table.groups,
+        config,
+        calibration,
+        margin,
+        progress,
+        "fit_composite_model",
+        columns=table.columns,
     )
-    candidates = calibrate_candidates(
-        specs, table.X, table.y, splits, config, margin, progress, "select"
-    )
-    chosen = choose(candidates)
-    pipeline = build_pipeline(
-        chosen.spec,
-        config.seed,
-        chosen.smote,
-        config.correlation_threshold,
-        chosen.params,
-        config.max_features,
-    )
-    features = pd.DataFrame(table.X, columns=table.columns)
-    with quiet_fitting():
-        pipeline.fit(features, table.y)
-    preprocessor = pipeline.named_steps[PREPROCESS_STEP]
+    chosen = recipe.chosen
+    preprocessor = chosen.pipeline.named_steps[PREPROCESS_STEP]
     selection = rank_leaderboard(
         [
             {
                 "classifier": c.code,
-                "name": c.spec.name,
-                **c.oof_metrics,
-                "cv_accuracy": c.search.best_score,
-                "best_params": params_json(c.params),
-                "search_s": c.search.elapsed_s,
+                "name": c.candidate.spec.name,
+                **c.candidate.oof_metrics,
+                "cv_accuracy": c.candidate.search.best_score,
+                "calibration_accuracy_zfn": c.calibration_metrics["accuracy_zfn"],
+                "calibration_fpr_zfn": c.calibration_metrics["fpr_zfn"],
+                "best_params": params_json(c.candidate.params),
+                "search_s": c.candidate.search.elapsed_s,
             }
-            for c in candidates
+            for c in recipe.calibrated
         ]
     )
-    n_abnormal = int(table.y.sum())
+    cal = recipe.calibration_rows
+    y_cal = table.y[cal]
     return CompositeScoreModel(
         classifier=chosen.code,
-        classifier_name=chosen.spec.name,
-        params=dict(chosen.params),
-        pipeline=pipeline,
-        threshold=chosen.threshold,
-        margin=margin,
-        n_abnormal_calibration=n_abnormal,
-        n_normal_calibration=int(len(table.y) - n_abnormal),
-        miss_probability_bound=miss_probability_bound(n_abnormal),
+        classifier_name=chosen.candidate.spec.name,
+        params=dict(chosen.candidate.params),
+        pipeline=chosen.pipeline,
+        risk=chosen.risk,
+        n_normal_calibration=int((y_cal == 0).sum()),
         feature_names_in=list(table.columns),
         feature_names_kept=[str(name) for name in preprocessor.get_feature_names_out()],
         dropped_correlated=preprocessor.dropped_correlated(),
-        calibration=dict(chosen.oof_metrics),
+        calibration=dict(chosen.calibration_metrics),
         calibration_scores=pd.DataFrame(
-            {"image_id": table.image_ids, "y": table.y, "score": chosen.oof_scores}
+            {"image_id": table.image_ids[cal], "y": y_cal, "score": chosen.calibration_scores}
         ),
+        fit_image_ids=[str(v) for v in table.image_ids[recipe.fit_rows]],
         selection=selection,
-        config=config.to_dict(),
+        config={**config.to_dict(), "calibration": calibration.to_dict()},
         fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 

@@ -44,21 +44,6 @@ def zfn_threshold(scores: object, y: object, margin: float = 0.0) -> float:
     return float(s[labels == 1].min() - margin)
 
 
-def miss_probability_bound(n_abnormal: int) -> float:
-    """Distribution-free bound on the probability that a new abnormal unit is missed.
-
-    If the threshold is the minimum score of ``n_abnormal`` calibration abnormal images and the
-    new abnormal image's score is exchangeable with theirs (same defect population, same model,
-    images not used to fit that model), the new score is the strict minimum of the ``n + 1``
-    scores with probability at most ``1 / (n + 1)`` (rank argument; ties count as abnormal, so
-    only a strict minimum is a miss). A margin only lowers the threshold, so the bound still
-    holds. It says nothing about defect types absent from calibration.
-    """
-    if int(n_abnormal) != n_abnormal or n_abnormal < 0:
-        raise ValueError(f"n_abnormal must be an integer >= 0, got {n_abnormal}")
-    return 1.0 / (int(n_abnormal) + 1)
-
-
 def confusion_from_decisions(decisions: object, y: object) -> dict[str, float | int]:
     """Metrics of boolean decisions (True = abnormal) against labels; see
     :func:`confusion_at_threshold` for the definitions."""

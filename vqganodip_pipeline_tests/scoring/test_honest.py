@@ -39,11 +39,23 @@ def test_outer_test_rows_are_never_given_to_a_fit(result) -> None:
             assert test.isdisjoint(inner_train.tolist()) and test.isdisjoint(inner_test.tolist())
         records = [r for r in result.fit_log if r.outer_fold == fold.fold]
         stages = {r.stage for r in records}
-        assert {"inner_search", "inner_calibration", "refit", "baseline_fit"} <= stages
+        assert {
+            "inner_search",
+            "inner_calibration",
+            "refit",
+            "baseline_fit",
+            "conformal_calibration",
+        } <= stages
+        fit, cal = set(fold.fit_rows.tolist()), set(fold.calibration_rows.tolist())
+        assert fit.isdisjoint(cal) and fit | cal == set(fold.train_rows.tolist())
         for record in records:
             if record.stage == "test_scoring":
                 np.testing.assert_array_equal(record.rows, fold.test_rows)
+            elif record.stage == "conformal_calibration":
+                np.testing.assert_array_equal(record.rows, fold.calibration_rows)
             else:
+                # search, out-of-fold choice, refit, baseline fit: the fit part only
+                assert cal.isdisjoint(record.rows.tolist()), record
                 assert test.isdisjoint(record.rows.tolist()), record
 
 
@@ -86,17 +98,17 @@ def test_leaderboard_pools_outer_test_parts(result) -> None:
     assert result.extra["selected_per_fold"] == [fold.selected for fold in result.folds]
 
 
-def test_thresholds_come_from_the_training_part(result) -> None:
+def test_thresholds_come_from_the_calibration_part(result) -> None:
     details = result.fold_details
     table = _table()
     for fold in result.folds:
         mse = details[(details["fold"] == fold.fold) & (details["method"] == "raw_mse")]
-        train = table.iloc[fold.train_rows]
-        expected = train.loc[train["label"] == "abnormal", "image__mse__value__raw"].min()
+        cal = table.iloc[fold.calibration_rows]
+        expected = cal.loc[cal["label"] == "abnormal", "image__mse__value__raw"].min()
         assert mse["threshold_zfn"].item() == expected
         assert (
             details.query(f"fold == {fold.fold}")["n_abnormal_calibration"]
-            == result.y[fold.train_rows].sum()
+            == result.y[fold.calibration_rows].sum()
         ).all()
 
 
@@ -128,7 +140,8 @@ def test_groups_stay_together_and_missing_baselines_are_noted() -> None:
 def test_too_few_abnormal_images_for_nested_folds() -> None:
     table = make_metric_table(n_normal=20, n_abnormal=6, n_noise=2)
     with pytest.raises(
-        ValueError, match=r"outer fold \d+: 4 abnormal and \d+ normal images cannot fill 5"
+        ValueError,
+        match=r"outer fold \d+, fit part: \d abnormal and \d+ normal images cannot fill 5",
     ):
         run_honest_protocol(
             table, classifiers=["nb"], config=SearchConfig(n_iter=1, n_splits=5), n_outer=3

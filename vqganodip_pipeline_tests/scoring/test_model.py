@@ -23,12 +23,20 @@ def model() -> CompositeScoreModel:
     return fit_composite_model(pd.concat([table, holdout]), classifiers=["lr", "nb"], config=CONFIG)
 
 
-def test_threshold_is_lowest_out_of_fold_abnormal_score(model: CompositeScoreModel) -> None:
+def test_threshold_is_lowest_unseen_calibration_score(model: CompositeScoreModel) -> None:
     calibration = model.calibration_scores
-    assert len(calibration) == 42  # classifier_set rows only, holdout excluded
+    # a stratified third of the 42 classifier_set rows (holdout excluded) is the calibration part
+    assert len(calibration) == 14 and len(model.fit_image_ids) == 28
+    assert set(calibration["image_id"]).isdisjoint(model.fit_image_ids)
     assert model.threshold == calibration.loc[calibration["y"] == 1, "score"].min()
-    assert (model.n_abnormal_calibration, model.n_normal_calibration) == (18, 24)
-    assert model.miss_probability_bound == pytest.approx(1 / 19)
+    assert (model.n_abnormal_calibration, model.n_normal_calibration) == (6, 8)
+    # the scores are the shipped pipeline's own
+    table = make_metric_table(n_normal=24, n_abnormal=18, n_noise=6).set_index("image_id")
+    rows = table.loc[calibration["image_id"]].reset_index()
+    np.testing.assert_allclose(model.score(rows), calibration["score"])
+    assert model.risk.expected_miss_rate == pytest.approx(1 / 7)
+    assert model.risk.miss_rate_upper_bound == pytest.approx(1 - 0.05 ** (1 / 6))
+    assert model.risk.n_below == 0 and "exchangeable" in model.risk.sentence()
     assert model.calibration["fnr_zfn"] == 0.0
     assert model.classifier == model.selection.loc[0, "classifier"]
     assert model.classifier in {"lr", "nb"} and set(model.selection["classifier"]) == {"lr", "nb"}

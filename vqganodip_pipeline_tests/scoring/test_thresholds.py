@@ -10,7 +10,6 @@ from vqganodip_pipeline.scoring.thresholds import (
     auroc,
     confusion_at_threshold,
     metrics_row,
-    miss_probability_bound,
     zfn_threshold,
 )
 from vqganodip_pipeline_tests.scoring.tables import make_metric_table
@@ -72,20 +71,6 @@ def test_precision_without_predicted_positives_is_zero_and_empty_rates() -> None
     assert metrics["precision"] == 0.0 and metrics["fnr"] == 1.0 and metrics["missed"] == 1
     only_normal = confusion_at_threshold([0.1, 0.7], [0, 0], 0.5)
     assert only_normal["fnr"] == 0.0 and only_normal["fpr"] == 0.5
-
-
-def test_miss_probability_bound() -> None:
-    assert miss_probability_bound(0) == 1.0
-    assert miss_probability_bound(19) == pytest.approx(0.05)
-    assert miss_probability_bound(174) == pytest.approx(1 / 175)
-    with pytest.raises(ValueError):
-        miss_probability_bound(-1)
-    # The rank argument, simulated: a new exchangeable score is below the minimum of n others
-    # with probability 1 / (n + 1).
-    rng = np.random.default_rng(1)
-    draws = rng.random((20000, 10))
-    frequency = np.mean(draws[:, 0] < draws[:, 1:].min(axis=1))
-    assert frequency == pytest.approx(miss_probability_bound(9), abs=0.01)
 
 
 def test_accuracy_threshold_matches_brute_force() -> None:

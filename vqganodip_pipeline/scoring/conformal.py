@@ -1,0 +1,188 @@
+"""Split-conformal ZFN thresholds and their statement of risk.
+
+The shipped threshold is read off abnormal *calibration* images: images that the scoring model,
+its hyper-parameter search and the choice of classifier never saw, scored by that very model.
+With ``n`` such scores, the threshold is the ``k``-th lowest of them (``k = 1``: the minimum, the
+paper's ZFN rule), minus an optional ``margin``. A new abnormal image is missed when its score is
+strictly below the threshold (``score >= threshold`` is flagged).
+
+What this guarantees, assuming the score of a new defect is *exchangeable* with the calibration
+scores (same defect population, same capture, same model, calibration images drawn like the new
+ones):
+
+- **Expected miss rate** (marginal, over the draw of the calibration set): the probability that a
+  new defect is missed is at most ``k / (n + 1)``.
+- **Confidence bound** (training-conditional, for *this* calibration set): the miss rate
+  ``F(t)`` of new defects at the shipped threshold ``t`` follows (is stochastically at most) a
+  ``Beta(k, n - k + 1)`` distribution, so with probability ``confidence`` over calibration sets
+  it is at most ``beta.ppf(confidence, k, n - k + 1)``. That is the one-sided Clopper-Pearson
+  upper bound for ``k - 1`` misses among ``n`` calibration defects; for ``k = 1`` it is
+  ``1 - (1 - confidence) ** (1 / n)``.
+
+A margin only lowers the threshold, so both statements still hold. Neither says anything about
+defect types that are absent from the calibration images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta
+
+from vqganodip_pipeline.scoring.thresholds import check_scores
+
+DEFAULT_CONFIDENCE = 0.95
+ASSUMPTION = (
+    "new defects' scores are exchangeable with the calibration defects' scores (same defect "
+    "population, capture and model; calibration images unseen by the model, its search and "
+    "its classifier choice)"
+)
+
+
+def _check_order(k: int, n: int) -> None:
+    if int(n) != n or n < 0:
+        raise ValueError(f"n (abnormal calibration images) must be an integer >= 0, got {n}")
+    if int(k) != k or not 1 <= k <= max(n, 1):
+        raise ValueError(f"k must be an integer in [1, n] = [1, {n}], got {k}")
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def miss_rate_upper_bound(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """One-sided upper confidence bound on the miss rate of new defects when the threshold is
+    the ``k``-th lowest of ``n`` exchangeable abnormal calibration scores.
+
+    ``beta.ppf(confidence, k, n - k + 1)`` (Clopper-Pearson for ``k - 1`` misses of ``n``);
+    1.0 when ``n = 0`` (nothing is known).
+    """
+    _check_order(k, n)
+    _check_confidence(confidence)
+    if n == 0:
+        return 1.0
+    return float(beta.ppf(confidence, k, n - k + 1))
+
+
+def expected_miss_rate(k: int, n: int) -> float:
+    """Upper bound ``k / (n + 1)`` on the expected (over calibration sets) miss probability of
+    a new exchangeable defect; 1.0 when ``n = 0``."""
+    _check_order(k, n)
+    return 1.0 if n == 0 else k / (n + 1)
+
+
+def order_for_target(
+    n: int, target_miss_rate: float, confidence: float = DEFAULT_CONFIDENCE
+) -> int | None:
+    """The largest ``k`` whose confidence bound is at most ``target_miss_rate`` (the highest
+    threshold, so the fewest false alarms, that still certifies the target), or None when even
+    the minimum (``k = 1``) cannot certify it with ``n`` calibration defects."""
+    if not 0.0 < target_miss_rate < 1.0:
+        raise ValueError(f"target_miss_rate must be in (0, 1), got {target_miss_rate}")
+    _check_confidence(confidence)
+    best = None
+    for k in range(1, n + 1):
+        if miss_rate_upper_bound(k, n, confidence) <= target_miss_rate:
+            best = k
+        else:
+            break  # the bound grows with k
+    return best
+
+
+@dataclass(frozen=True)
+class RiskStatement:
+    """What a split-conformal ZFN threshold guarantees, in numbers and in words.
+
+    n_calibration: abnormal calibration images (unseen by the model) the threshold is read off;
+    k: the order statistic used (1 = their minimum); n_below: how many of them score strictly
+    below the shipped threshold (``k - 1`` at most; fewer with a margin or ties);
+    confidence, miss_rate_upper_bound: the Clopper-Pearson/beta bound; expected_miss_rate:
+    ``k / (n + 1)``; target_miss_rate / target_met: the requested target, if any, and whether
+    the bound certifies it; assumption: the condition both statements rest on.
+    """
+
+    threshold: float
+    n_calibration: int
+    k: int
+    n_below: int
+    margin: float
+    confidence: float
+    miss_rate_upper_bound: float
+    expected_miss_rate: float
+    target_miss_rate: float | None
+    target_met: bool | None
+    assumption: str = ASSUMPTION
+
+    def sentence(self) -> str:
+        """The statement a report, a log line or asset metadata prints."""
+        which = "lowest" if self.k == 1 else f"{_ordinal(self.k)} lowest"
+        margin = f" minus a margin of {self.margin:g}" if self.margin else ""
+        text = (
+            f"Threshold {self.threshold:.4g} = the {which} score of {self.n_calibration} "
+            f"abnormal calibration images{margin}; {self.n_below} of them fall below it. "
+            f"Assuming {self.assumption}: with {self.confidence:.0%} confidence the miss rate "
+            f"of new defects is at most {self.miss_rate_upper_bound:.1%} (one-sided "
+            f"Clopper-Pearson bound), and averaged over calibration sets a new defect is missed "
+            f"with probability at most {self.expected_miss_rate:.1%} (k/(n+1)). Defect types "
+            "absent from the calibration images are not covered."
+        )
+        if self.target_miss_rate is not None and not self.target_met:
+            text += (
+                f" The requested target miss rate {self.target_miss_rate:.1%} cannot be "
+                f"certified with {self.n_calibration} calibration defects: the minimum is used."
+            )
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "statement": self.sentence()}
+
+
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def conformal_threshold(
+    scores: object,
+    y: object,
+    *,
+    k: int = 1,
+    margin: float = 0.0,
+    target_miss_rate: float | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> RiskStatement:
+    """ZFN threshold from the abnormal calibration scores of ``(scores, y)`` and its risk.
+
+    ``target_miss_rate`` (if given) replaces ``k`` by :func:`order_for_target` (``k = 1`` with
+    ``target_met=False`` when the target cannot be certified). Normal calibration images play no
+    part in the threshold. Raises ``ValueError`` when there is no abnormal calibration image.
+    """
+    s, labels = check_scores(scores, y)
+    if margin < 0 or not np.isfinite(margin):
+        raise ValueError(f"margin must be a finite value >= 0, got {margin}")
+    abnormal = np.sort(s[labels == 1])
+    n = len(abnormal)
+    if n == 0:
+        raise ValueError("a conformal ZFN threshold needs at least one abnormal calibration image")
+    target_met: bool | None = None
+    if target_miss_rate is not None:
+        chosen = order_for_target(n, target_miss_rate, confidence)
+        target_met = chosen is not None
+        k = chosen or 1
+    _check_order(k, n)
+    threshold = float(abnormal[k - 1] - margin)
+    return RiskStatement(
+        threshold=threshold,
+        n_calibration=n,
+        k=int(k),
+        n_below=int((abnormal < threshold).sum()),
+        margin=float(margin),
+        confidence=float(confidence),
+        miss_rate_upper_bound=miss_rate_upper_bound(k, n, confidence),
+        expected_miss_rate=expected_miss_rate(k, n),
+        target_miss_rate=target_miss_rate,
+        target_met=target_met,
+    )
