@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vqganodip_pipeline.data.capture import CAPTURE_COLUMNS
 from vqganodip_pipeline.features.backbones import (
     BACKBONES,
     DiscriminatorBackbone,
@@ -182,7 +183,8 @@ def metric_rows(
     Identity columns of ``rows`` are copied; ``masks`` (ground truth by image_id, at the working
     size) add the localisation hit counts.
     """
-    identity = [c for c in IDENTITY_COLUMNS if c in rows.columns]
+    # capture statistics travel with the row for the shortcut baseline (never a metric)
+    identity = [c for c in (*IDENTITY_COLUMNS, *CAPTURE_COLUMNS) if c in rows.columns]
     seconds = seconds if seconds is not None else {}
     records: list[dict[str, Any]] = []
     patch_frames: list[pd.DataFrame] = []

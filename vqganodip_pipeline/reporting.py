@@ -137,6 +137,16 @@ SCHEMA: Obj = Obj(
             }
         ),
         "holdout": Obj(_std_zfn(), required=False, nullable=True),
+        "shortcut": Obj(
+            {
+                "auroc": Leaf("fraction"),
+                "zfn_accuracy": Leaf("fraction"),
+                "warning": Leaf("bool"),
+                "statement": Leaf("str"),
+            },
+            required=False,
+            nullable=True,
+        ),
         "auroc": Leaf("fraction"),
         "baselines": MapOf(Obj(_std_zfn(auroc=Leaf("fraction", required=False)))),
         "leaderboards": MapOf(
@@ -576,6 +586,24 @@ def _leaderboards_section(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _shortcut_section(shortcut: Mapping[str, Any]) -> str:
+    tag = (
+        '<span class="tag missed">shortcut warning</span>'
+        if shortcut["warning"]
+        else '<span class="tag met">no shortcut found</span>'
+    )
+    head = "<tr><th>Capture statistic</th><th>AUROC alone</th><th>Mean normal</th>"
+    head += "<th>Mean abnormal</th></tr>"
+    rows = [
+        f"<tr>{_td(_e(s['statistic']), 'label')}{_td(fmt_fixed(s['auroc']))}"
+        f"{_td(fmt_num(s['mean_normal']))}{_td(fmt_num(s['mean_abnormal']))}</tr>"
+        for s in shortcut.get("statistics", [])
+    ]
+    return f'<p class="note">{tag} {_e(shortcut["statement"])}</p>' + (
+        _table(head, rows) if rows else ""
+    )
+
+
 def _targets_section(targets: Sequence[Mapping[str, Any]]) -> str:
     head = "<tr><th>Target</th><th>Required</th><th>Measured</th><th>Status</th></tr>"
     rows = []
@@ -672,6 +700,13 @@ def _summary(report: Mapping[str, Any]) -> str:
         f" with {fmt_pct(shipped['confidence'])} % confidence if they are exchangeable with those"
     )
     paper_zfn = report["protocols"]["paper"]["zfn"]["accuracy"]
+    shortcut = report.get("shortcut")
+    warning = (
+        f'<p class="summary"><span class="tag missed">shortcut warning</span> '
+        f"{_e(shortcut['statement'])}</p>"
+        if shortcut and shortcut.get("warning")
+        else ""
+    )
     return (
         f'<p class="summary">Dataset <strong>{_e(report["dataset"])}</strong>{layout_text},'
         f" preset <strong>{_e(report['preset'])}</strong>{size_text}:"
@@ -680,7 +715,7 @@ def _summary(report: Mapping[str, Any]) -> str:
         f" saw is <strong>{fmt_pct(zfn['accuracy'])} %</strong> ({fmt_num(zfn['missed'])} abnormal"
         f" missed, FPR {fmt_pct(zfn['fpr'])} %{calibration}); the paper protocol gives"
         f" {fmt_pct(paper_zfn)} % on its own calibration images. Image-level AUROC"
-        f" <strong>{fmt_fixed(report['auroc'])}</strong>.</p>"
+        f" <strong>{fmt_fixed(report['auroc'])}</strong>.</p>{warning}"
     )
 
 
@@ -698,6 +733,8 @@ def render_html(report: dict[str, Any], figures: Mapping[str, bytes] | None = No
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
     if report.get("targets"):
         sections.append(("targets", "Targets", _targets_section(report["targets"])))
+    if report.get("shortcut"):
+        sections.append(("shortcut", "Shortcut check", _shortcut_section(report["shortcut"])))
     sections.append(("protocols", "Protocols", _protocols_section(report)))
     if report.get("leaderboards"):
         sections.append(("leaderboards", "Leaderboards", _leaderboards_section(report)))

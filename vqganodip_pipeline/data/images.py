@@ -93,3 +93,19 @@ def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     shrinking = height < pixels.shape[0] or width < pixels.shape[1]
     resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
     return np.asarray(Image.fromarray(pixels).resize((width, height), resample), dtype=np.uint8)
+
+
+BINARY_LEVEL = 127  # DeepPCB's binarised scans: a pixel above this grey level is copper
+
+
+def binarize(pixels: np.ndarray, level: int = BINARY_LEVEL) -> np.ndarray:
+    """An (H, W, 3) ``uint8`` image thresholded back to binary: 255 where the grey level (the
+    mean of the channels) is above ``level``, else 0, on all three channels.
+
+    For sources that are binary images stored lossily (DeepPCB's scans are binarised upstream,
+    then saved as JPEG at different qualities for templates and tested images): re-binarising
+    removes the compression noise, which would otherwise tell the classes apart by itself.
+    """
+    grey = np.asarray(pixels, dtype=np.uint16).sum(axis=2)
+    binary = np.where(grey > 3 * level, 255, 0).astype(np.uint8)
+    return np.repeat(binary[:, :, None], 3, axis=2)

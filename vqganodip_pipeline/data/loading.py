@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from vqganodip_pipeline.data.fs import read_bytes
-from vqganodip_pipeline.data.images import decode_image, resize_image
+from vqganodip_pipeline.data.images import binarize, decode_image, resize_image
 from vqganodip_pipeline.data.manifest import boxes_of
 
 
@@ -24,9 +24,16 @@ def load_image(
     size: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """The RGB ``uint8`` pixels of one manifest row, resized to ``size`` x ``size`` if given."""
+    """The RGB ``uint8`` pixels of one manifest row as its reader defines them (re-binarised
+    where the row says ``binarize``), resized to ``size`` x ``size`` if given."""
     decoded = decode_image(read_bytes(str(row["uri"]), storage_options), str(row["uri"]))
-    return resize_image(decoded.pixels, _target_size(row, size))
+    return resize_image(source_pixels(decoded.pixels, row), _target_size(row, size))
+
+
+def source_pixels(pixels: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
+    """Decoded pixels after the reader's own normalisation (``binarize`` for DeepPCB)."""
+    flag = row.get("binarize", False)
+    return binarize(pixels) if isinstance(flag, (bool, np.bool_)) and flag else pixels
 
 
 def load_images(

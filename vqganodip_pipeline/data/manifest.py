@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from vqganodip_pipeline.data.images import ImageDecodeError, decode_image
+from vqganodip_pipeline.data.capture import CAPTURE_COLUMNS, capture_statistics
+from vqganodip_pipeline.data.images import ImageDecodeError, binarize, decode_image
 from vqganodip_pipeline.data.sources import SourceEntry
 from vqganodip_pipeline.hashing import image_id
 
@@ -30,6 +31,8 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "source_split": "string",
     "group_id": "string",
     "batch": "string",
+    "binarize": "bool",  # the reader thresholds the pixels back to binary (DeepPCB)
+    **dict.fromkeys(CAPTURE_COLUMNS, "float64"),  # data/capture.py, on the pixels as read
 }
 QUARANTINE_COLUMNS: dict[str, str] = {
     "uri": "string",
@@ -78,6 +81,7 @@ def _inspect(
             f"{decoded.channels} channel(s) where {expected_channels} are expected",
             len(data),
         )
+    pixels = binarize(decoded.pixels) if entry.binarize else decoded.pixels
     row = {
         "image_id": image_id(data),
         "uri": entry.uri,
@@ -93,6 +97,8 @@ def _inspect(
         "boxes": json.dumps([list(box) for box in entry.boxes]),
         "source_split": entry.source_split,
         "group_id": entry.group_id,
+        "binarize": entry.binarize,
+        **capture_statistics(pixels, decoded.channels),
     }
     return row, None, len(data)
 

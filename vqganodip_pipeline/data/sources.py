@@ -7,7 +7,10 @@ Layouts:
 - ``deeppcb``: DeepPCB (``trainval.txt`` listing pairs; ``*_temp.jpg`` template = normal,
   ``*_test.jpg`` tested image = abnormal, ``*_not/*.txt`` boxes ``x1 y1 x2 y2 type``). A pair is
   one group and is never split; whole pairs are assigned to the reconstruction-training side
-  (``source_split = "train"``: only their template is used) or to the evaluation side.
+  (``source_split = "train"``: only their template is used) or to the evaluation side. Both
+  images are read re-binarised (``binarize``): the upstream images are binarised scans, but the
+  templates are stored as JPEG at another quality than the tested images (about 16 against 80
+  grey levels), so the raw pixels tell the classes apart without looking at any defect.
 - ``folders``: ``normal/`` and ``abnormal/`` sub-folders (defect type = the first folder below
   ``abnormal/`` if any), optional ``masks/<stem>.png`` or ``masks/<stem>_mask.png``.
 - ``folder``: a plain production batch, every file below the root is an image candidate; an
@@ -76,6 +79,7 @@ class SourceEntry:
     source_split: str = ""
     group_id: str = ""
     problems: tuple[str, ...] = field(default=())  # known before reading, e.g. listed but missing
+    binarize: bool = False  # read the pixels thresholded back to binary (see images.binarize)
 
 
 def normalise_label(value: str, where: str) -> str:
@@ -260,6 +264,7 @@ def scan_deeppcb(
                     source_split=split,
                     group_id=group,
                     problems=missing + (problems if label == "abnormal" else ()),
+                    binarize=True,
                 )
             )
     return entries

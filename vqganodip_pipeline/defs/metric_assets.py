@@ -28,6 +28,7 @@ from vqganodip_pipeline.pipeline import (
     reconstruction_frame,
 )
 from vqganodip_pipeline.scoring.baselines import single_metric_auroc
+from vqganodip_pipeline.scoring.table import metric_columns
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import draw_boxes
 from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
@@ -48,7 +49,7 @@ def patches_figure(image: np.ndarray, patches: pd.DataFrame, limit: int = 25) ->
 
 
 def table_summary(metrics: pd.DataFrame) -> dict:
-    metric_cols = [c for c in metrics.columns if "__" in c]
+    metric_cols = metric_columns(metrics)
     return {
         "metric_columns": len(metric_cols),
         "images": len(metrics),
@@ -261,7 +262,7 @@ def batch_metrics(
 def batch_metrics_complete(
     batch_metrics: pd.DataFrame, batch_images: pd.DataFrame
 ) -> dg.AssetCheckResult:
-    metric_cols = [c for c in batch_metrics.columns if "__" in c]
+    metric_cols = metric_columns(batch_metrics)
     values = batch_metrics[metric_cols].to_numpy(np.float64)
     bad_rows = batch_metrics.loc[~np.isfinite(values).all(axis=1), "image_id"].tolist()
     same_images = list(batch_metrics["image_id"]) == list(batch_images["image_id"])

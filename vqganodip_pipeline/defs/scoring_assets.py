@@ -159,6 +159,12 @@ def composite_score_model(
         if len(composite):
             metadata["honest_zfn_accuracy"] = float(composite.iloc[0]["accuracy_zfn"])
             metadata["honest_missed"] = int(composite.iloc[0]["missed_zfn"])
+    if outcome.shortcut is not None:
+        metadata["shortcut_auroc"] = float(outcome.shortcut["auroc"])
+        metadata["shortcut_warning"] = bool(outcome.shortcut["warning"])
+        metadata["shortcut_check"] = dg.MetadataValue.md(outcome.shortcut["statement"])
+        if outcome.shortcut["warning"]:
+            context.log.warning(outcome.shortcut["statement"])
     if outcome.paper_leaderboard is not None:
         metadata["paper_table1"] = dg.MetadataValue.md(
             frame_markdown(scoring.table1(outcome.paper_leaderboard), index=True)
@@ -369,6 +375,10 @@ def evaluation_report(
         "honest_missed": int(honest["missed"]),
         "paper_zfn_accuracy": float(report["protocols"]["paper"]["zfn"]["accuracy"]),
         "auroc": float(report["auroc"]),
+        "shipped_miss_rate_upper_bound": float(report["shipped"]["miss_rate_upper_bound"]),
+        **(
+            {"shortcut_auroc": float(report["shortcut"]["auroc"])} if report.get("shortcut") else {}
+        ),
         "end_to_end_s_per_image": float(report["seconds_per_image"]["end_to_end"]),
     }
     yield dg.Output(report, output_name="evaluation_report", metadata=summary)

@@ -15,8 +15,10 @@ probability with a zero-false-negative (ZFN) threshold.
 
 from __future__ import annotations
 
+from vqganodip_pipeline.scoring import baselines
 from vqganodip_pipeline.scoring.baselines import (
     BestSingleMetric,
+    CaptureShortcut,
     ColumnBaseline,
     auroc_columns,
     single_metric_auroc,
@@ -57,6 +59,7 @@ __all__ = [
     "CLASSIFIERS",
     "BestSingleMetric",
     "CalibrationConfig",
+    "CaptureShortcut",
     "ClassifierSpec",
     "ColumnBaseline",
     "CompositeScoreModel",
@@ -68,6 +71,7 @@ __all__ = [
     "SearchProgress",
     "auroc",
     "auroc_columns",
+    "baselines",
     "build_pipeline",
     "classifier_registry",
     "conformal_threshold",

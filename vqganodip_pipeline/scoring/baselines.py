@@ -13,8 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
+from sklearn.ensemble import RandomForestClassifier
 
 from vqganodip_pipeline.scoring.table import (
+    CAPTURE_PREFIX,
     check_finite,
     labelled_rows,
     labels_to_y,
@@ -23,6 +25,8 @@ from vqganodip_pipeline.scoring.table import (
 
 DEFAULT_MSE_COLUMN = "image__mse__value__raw"
 DEFAULT_GOLDEN_COLUMN = "baseline__golden_mse__value__raw"
+SHORTCUT_CODE = "capture_shortcut"
+SHORTCUT_WARNING_AUROC = 0.7  # capture statistics this good at telling the classes apart: warn
 
 
 def auroc_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -112,12 +116,83 @@ class BestSingleMetric:
         return {"column": self.column_, "sign": self.sign_, "train_auroc": self.train_auroc_}
 
 
+def capture_columns(frame: pd.DataFrame) -> list[str]:
+    """The capture-statistic columns of a table (data/capture.py), in table order."""
+    return [
+        c
+        for c in frame.columns
+        if isinstance(c, str)
+        and c.startswith(CAPTURE_PREFIX)
+        and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+
+
+@dataclass
+class CaptureShortcut:
+    """The shortcut baseline: a random forest on the capture statistics alone (grey-level
+    histogram, noise and gradient energy, compression estimates, size, mean colour; no metric of
+    the method). If it separates the classes, global image statistics do, whether through a
+    capture difference between the classes or defects large enough for any detector."""
+
+    code: str = SHORTCUT_CODE
+    columns: list[str] | None = None
+    n_estimators: int = 200
+    seed: int = 0
+    model_: RandomForestClassifier | None = field(default=None, init=False)
+    columns_: list[str] = field(default_factory=list, init=False)
+
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> CaptureShortcut:
+        self.columns_ = list(capture_columns(frame) if self.columns is None else self.columns)
+        if not self.columns_:
+            raise ValueError("the table has no capture__ columns (re-ingest its batches)")
+        check_finite(frame, self.columns_)
+        self.model_ = RandomForestClassifier(
+            n_estimators=self.n_estimators, min_samples_leaf=2, random_state=self.seed, n_jobs=1
+        ).fit(frame[self.columns_].to_numpy(dtype=np.float64), y)
+        return self
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.model_ is None:
+            raise RuntimeError("CaptureShortcut.score called before fit")
+        check_finite(frame, self.columns_)
+        proba = self.model_.predict_proba(frame[self.columns_].to_numpy(dtype=np.float64))
+        return np.asarray(proba[:, 1], dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"columns": len(self.columns_), "model": f"RF({self.n_estimators})"}
+
+
+def shortcut_statistics(frame: pd.DataFrame, top: int = 3) -> list[dict[str, Any]]:
+    """The ``top`` capture statistics that best separate the labelled rows of ``frame`` on their
+    own (AUROC in either direction), with the class means: what to look at when the shortcut
+    baseline warns."""
+    rows = labelled_rows(frame)
+    names = capture_columns(rows)
+    if not names:
+        return []
+    y = labels_to_y(rows)
+    values = rows[names].to_numpy(dtype=np.float64)
+    aurocs = auroc_columns(values, y)
+    strength = np.maximum(aurocs, 1.0 - aurocs)
+    order = np.argsort(-strength, kind="stable")[:top]
+    return [
+        {
+            "statistic": names[j].removeprefix(CAPTURE_PREFIX),
+            "auroc": float(strength[j]),
+            "mean_normal": float(values[y == 0, j].mean()),
+            "mean_abnormal": float(values[y == 1, j].mean()),
+        }
+        for j in order
+    ]
+
+
 def default_baselines(
     frame: pd.DataFrame,
     mse_column: str | None = DEFAULT_MSE_COLUMN,
     golden_column: str | None = DEFAULT_GOLDEN_COLUMN,
 ) -> tuple[list[ScoreBaseline], list[str]]:
-    """Raw image MSE, best single metric and golden-sample difference for this table.
+    """Raw image MSE, best single metric, golden-sample difference and the capture shortcut
+    for this table.
 
     A baseline whose column is missing (or set to None) is skipped with a note saying why.
     """
@@ -136,4 +211,11 @@ def default_baselines(
         else:
             baselines.append(ColumnBaseline(code, column))
     baselines.insert(1 if baselines and baselines[0].code == "raw_mse" else 0, BestSingleMetric())
+    if capture_columns(frame):
+        baselines.append(CaptureShortcut())
+    else:
+        notes.append(
+            f"baseline {SHORTCUT_CODE} (capture statistics) skipped: the table has no "
+            "capture__ columns (metric tables from batches ingested by an older version)"
+        )
     return baselines, notes

@@ -7,7 +7,9 @@ e.g. a DeepPCB template/test pair, must never be split across folds). Metric col
 float columns whose name contains ``"__"`` (``level__metric__aggregate__weighting``, e.g.
 ``patch__ssim__sum__weighted``). Columns starting with ``"baseline__"`` (reference scores
 computed elsewhere, e.g. the golden-sample difference) are excluded from the classifier's inputs
-so that the composite score and the baselines it is compared with stay independent.
+so that the composite score and the baselines it is compared with stay independent; so are
+columns starting with ``"capture__"`` (capture statistics of the image, data/capture.py: the
+inputs of the shortcut baseline, never of the detector).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 METRIC_SEPARATOR = "__"
 BASELINE_PREFIX = "baseline__"
+CAPTURE_PREFIX = "capture__"  # = data.capture.CAPTURE_PREFIX (scoring imports nothing of data/)
 LABEL_NORMAL = "normal"
 LABEL_ABNORMAL = "abnormal"
 LABEL_UNKNOWN = "unknown"
@@ -43,14 +46,15 @@ def _image_ids(df: pd.DataFrame, mask: np.ndarray) -> list[str]:
 
 
 def metric_columns(
-    df: pd.DataFrame, exclude_prefixes: Iterable[str] = (BASELINE_PREFIX,)
+    df: pd.DataFrame, exclude_prefixes: Iterable[str] = (BASELINE_PREFIX, CAPTURE_PREFIX)
 ) -> list[str]:
     """Names of the metric columns of ``df``, in table order.
 
     A metric column is a float column whose name contains ``"__"`` and does not start with one
-    of ``exclude_prefixes`` (default: ``"baseline__"``). Table order matters: the correlation
-    filter of :class:`~vqganodip_pipeline.scoring.preprocess.MetricPreprocessor` keeps the
-    earlier column of a correlated pair.
+    of ``exclude_prefixes`` (default: ``"baseline__"`` and ``"capture__"``). Table order
+    matters: the correlation filter of
+    :class:`~vqganodip_pipeline.scoring.preprocess.MetricPreprocessor` keeps the earlier column
+    of a correlated pair.
     """
     excluded = tuple(exclude_prefixes)
     return [

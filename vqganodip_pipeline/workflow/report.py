@@ -200,6 +200,7 @@ def build_report(
                 if key not in ("threshold", "target_miss_rate", "target_met") or value is not None
             },
         },
+        "shortcut": outcome.shortcut,
         "holdout": None if outcome.holdout is None else _split_metrics(outcome.holdout),
         "auroc": float(composite["auroc_pooled"]),
         "baselines": baselines,

@@ -24,6 +24,7 @@ class ScoringOutcome:
     honest_predictions: pd.DataFrame | None
     holdout: dict[str, Any] | None
     seconds: dict[str, float]
+    shortcut: dict[str, Any] | None = None  # see shortcut_finding
 
 
 def score_metric_table(
@@ -87,7 +88,17 @@ def score_metric_table(
         if len(holdout_rows) and holdout_rows["label"].nunique() == 2
         else None
     )
+    shortcut = None
+    if honest is not None:
+        shortcut = shortcut_finding(
+            honest.leaderboard, metrics[metrics["role"] == "classifier_set"]
+        )
+        if shortcut is not None:
+            (log if not shortcut["warning"] else lambda m: log(f"WARNING: {m}"))(
+                shortcut["statement"]
+            )
     return ScoringOutcome(
+        shortcut=shortcut,
         shipped=shipped,
         paper_leaderboard=None if paper is None else paper.leaderboard,
         honest_leaderboard=None if honest is None else honest.leaderboard,
@@ -97,3 +108,47 @@ def score_metric_table(
         holdout=holdout,
         seconds=seconds,
     )
+
+
+def shortcut_finding(leaderboard: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any] | None:
+    """What the shortcut baseline (a classifier on capture statistics alone, honest folds) says
+    about the data: its pooled AUROC and ZFN accuracy, whether it reaches
+    ``SHORTCUT_WARNING_AUROC``, the statistics that separate the classes best on their own, and
+    a sentence saying so. None when the table has no capture statistics."""
+    rows = leaderboard[leaderboard["classifier"] == scoring.baselines.SHORTCUT_CODE]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    auroc = float(row["auroc_pooled"])
+    statistics = scoring.baselines.shortcut_statistics(frame)
+    warning = bool(auroc >= scoring.baselines.SHORTCUT_WARNING_AUROC)
+    named = ", ".join(
+        f"{s['statistic']} (AUROC {s['auroc']:.2f}; normal {s['mean_normal']:.4g}, abnormal "
+        f"{s['mean_abnormal']:.4g})"
+        for s in statistics
+    )
+    if warning:
+        statement = (
+            f"Global image statistics alone separate the classes: a classifier on capture "
+            f"statistics (grey-level histogram, noise, gradient energy, compression estimates, "
+            f"size, mean colour) reaches AUROC {auroc:.3f} on the honest folds (warning at "
+            f">= {scoring.baselines.SHORTCUT_WARNING_AUROC}). Either the classes were captured "
+            f"differently (camera, lighting, day, compression: a shortcut any detector can "
+            f"learn) or the defects are large enough for any detector to see; look at {named}. "
+            "A detector's figure on this data counts only where it beats this baseline."
+        )
+    else:
+        statement = (
+            f"No capture shortcut found: a classifier on capture statistics alone reaches AUROC "
+            f"{auroc:.3f} on the honest folds (warning at >= "
+            f"{scoring.baselines.SHORTCUT_WARNING_AUROC}); strongest single statistics: {named}."
+        )
+    return {
+        "auroc": auroc,
+        "zfn_accuracy": float(row["accuracy_zfn"]),
+        "missed_zfn": int(row["missed_zfn"]),
+        "warning": warning,
+        "warning_auroc": scoring.baselines.SHORTCUT_WARNING_AUROC,
+        "statistics": statistics,
+        "statement": statement,
+    }
