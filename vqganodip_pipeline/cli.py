@@ -4,7 +4,7 @@ Commands:
     synth     write a synthetic PCBA dataset in the MVTec-AD layout
     demo      run the main job end to end on synthetic PCBA data, in the persistent Dagster
               instance so that the UI shows the results afterwards
-    evaluate  run the whole method on a labelled dataset and write report.json / report.html
+    evaluate  materialize the asset graph on a labelled dataset and write its report
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         backbone_weights=args.backbone_weights,
         device=args.device,
-        use_mask={"on": True, "off": False, "auto": None}[args.mask],
+        use_mask=args.mask == "on",
         steps=args.steps,
         iterations=args.iterations,
         classifiers=tuple(args.classifiers.split(",")) if args.classifiers else None,
         seed=args.seed,
         max_groups=args.max_groups,
+        dagster_home=args.dagster_home,
     )
     json_path, html_path, _ = run_evaluation(config, args.out, log=lambda m: print(m, flush=True))
     print(f"wrote {json_path} and {html_path}")
@@ -97,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--preset", default="demo", help="tiny | demo | paper")
     evaluate.add_argument("--out", required=True, help="output folder for the report")
     evaluate.add_argument(
-        "--size", type=int, default=None, help="working resolution (default: the preset's)"
+        "--size",
+        type=int,
+        default=None,
+        help="working resolution (default: the preset's; evaluate DeepPCB at 640, its native size)",
     )
     evaluate.add_argument("--weights", default=None, help="local MobileNetV2 weights file")
     evaluate.add_argument(
@@ -112,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     evaluate.add_argument(
-        "--mask", default="auto", choices=("auto", "on", "off"), help="weighting mask"
+        "--mask",
+        default="on",
+        choices=("on", "off"),
+        help="weighting mask and per-pixel / per-position statistics (off for products without "
+        "a fixed position, e.g. DeepPCB; default: on, as the assets)",
     )
     evaluate.add_argument("--steps", type=int, default=0, help="VQGAN steps (0: preset's)")
     evaluate.add_argument(
@@ -125,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="evaluate a seeded subset of this many images / DeepPCB pairs (default: all)",
+    )
+    evaluate.add_argument(
+        "--dagster-home",
+        default=None,
+        help="run in this persistent Dagster instance, so that the UI shows the runs "
+        "(default: an ephemeral instance)",
     )
     evaluate.set_defaults(handler=_cmd_evaluate)
     return parser

@@ -24,7 +24,7 @@ from vqganodip_pipeline.defs.jobs import (
 )
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor, weekly_retraining
-from vqganodip_pipeline.defs.settings import settings_from_env
+from vqganodip_pipeline.defs.settings import PipelineSettings, settings_from_env
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
 
 
@@ -33,15 +33,20 @@ def build_definitions(
     inbox_root: str | None = None,
     s3_endpoint: str | None = None,
     preset: str | None = None,
+    settings: PipelineSettings | None = None,
+    inbox_layout: str = "auto",
 ) -> dg.Definitions:
-    """Assemble assets, checks, jobs, sensors and resources for the given locations."""
+    """Assemble assets, checks, jobs, sensors and resources for the given locations
+    (``settings`` replaces the ones read from the environment)."""
     endpoint = s3_endpoint or os.environ.get("VQGANODIP_S3_ENDPOINT") or None
     location = StorageLocation(
         base_path=storage_base or os.environ.get("VQGANODIP_STORAGE", "storage"),
         endpoint_url=endpoint,
     )
     inbox = BatchInbox(
-        root=inbox_root or os.environ.get("VQGANODIP_INBOX", "inbox"), endpoint_url=endpoint
+        root=inbox_root or os.environ.get("VQGANODIP_INBOX", "inbox"),
+        endpoint_url=endpoint,
+        layout=inbox_layout,
     )
     return dg.Definitions(
         assets=[
@@ -68,7 +73,7 @@ def build_definitions(
         resources={
             **io_managers(location),
             "inbox": inbox,
-            "settings": settings_from_env(preset),
+            "settings": settings or settings_from_env(preset),
         },
     )
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from vqganodip_pipeline.cli import main
-from vqganodip_pipeline.data.sources import SourceEntry
+from vqganodip_pipeline.data.sources import DatasetLayoutError, SourceEntry, sample_groups
 from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
 from vqganodip_pipeline.evaluation import (
     DatasetError,
     EvaluationConfig,
-    prepare,
-    sample_groups,
+    check_dataset_path,
+    run_evaluation,
 )
 from vqganodip_pipeline.reporting import validate_report
 from vqganodip_pipeline.workflow.report import check_targets
@@ -25,13 +26,20 @@ def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training
     tmp_path: Path,
 ) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
-        prepare(EvaluationConfig(dataset=str(tmp_path / "absent")))
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path / "absent")))
     with pytest.raises(DatasetError, match="unknown layout 'coco'"):
-        prepare(EvaluationConfig(dataset=str(tmp_path), layout="coco"))
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path), layout="coco"))
+    data = tmp_path / "data"
     for i in range(4):
-        write_png(tmp_path / "normal" / f"{i}.png", i)
+        write_png(data / "normal" / f"{i}.png", i)
+    out = tmp_path / "out"
     with pytest.raises(DatasetError, match="no abnormal images found"):
-        prepare(EvaluationConfig(dataset=str(tmp_path), layout="folders"))
+        run_evaluation(EvaluationConfig(dataset=str(data), layout="folders"), out, log=print)
+    # one abnormal image cannot fill the calibration part and the folds: refused before training
+    write_png(data / "abnormal" / "0.png", 99)
+    with pytest.raises(DatasetError, match="too few labelled images"):
+        run_evaluation(EvaluationConfig(dataset=str(data), layout="folders"), out, log=print)
+    assert not (out / "work").exists()  # no training started
 
 
 def test_cli_reports_bad_input_as_an_error_line(tmp_path: Path, capsys) -> None:
@@ -63,7 +71,50 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["seconds_per_image"]["end_to_end"] > 0
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Protocols" in html
-    assert (out / "metrics.parquet").is_file()
+    # the shipped threshold's statement of risk and the shortcut check are in the report
+    shipped = report["shipped"]
+    assert shipped["n_calibration"] >= 1 and shipped["k"] == 1 and shipped["n_below"] == 0
+    assert "exchangeable" in shipped["statement"] and shipped["statement"] in html.replace(
+        "&#x27;", "'"
+    )
+    assert "capture_shortcut" in report["baselines"] and "Shortcut check" in html
+    assert {"ingest_batch", "train_model", "evaluate_model"} <= set(report["runs_seconds"])
+
+    # One path: the same asset graph materialized directly with its defaults (as the demo and
+    # the UI do), in another storage, instance and work folder, gives the same metric table.
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    direct = materialize_directly(dataset, tmp_path / "direct", preset="tiny")
+    pd.testing.assert_frame_equal(
+        metrics.sort_values("image_id").reset_index(drop=True),
+        direct.sort_values("image_id").reset_index(drop=True),
+    )
+
+
+def materialize_directly(dataset: Path, root: Path, preset: str) -> pd.DataFrame:
+    """training_metrics of ingest_batch + train_model run with default configs."""
+    import dagster as dg
+
+    from vqganodip_pipeline.definitions import build_definitions
+    from vqganodip_pipeline.defs.partitions import batch_partitions
+    from vqganodip_pipeline.defs.settings import PipelineSettings
+
+    defs = build_definitions(
+        storage_base=str(root / "storage"),
+        inbox_root=str(dataset.parent),
+        settings=PipelineSettings(
+            preset=preset, backbone="vqgan_encoder", work_dir=str(root / "work")
+        ),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(batch_partitions.name, [dataset.name])
+        defs.resolve_job_def("ingest_batch").execute_in_process(
+            instance=instance, partition_key=dataset.name
+        )
+        # a tiny model may fail its blocking holdout check; the metric table is made before it
+        result = defs.resolve_job_def("train_model").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        return result.output_for_node("training_metrics")
 
 
 def test_sample_groups_keeps_whole_groups_and_is_seeded() -> None:
@@ -79,7 +130,7 @@ def test_sample_groups_keeps_whole_groups_and_is_seeded() -> None:
     assert subset == sample_groups(entries, 6, seed=3)
     assert subset != sample_groups(entries, 6, seed=4)
     assert sample_groups(entries, 100, seed=0) == entries
-    with pytest.raises(DatasetError, match="max_groups"):
+    with pytest.raises(DatasetLayoutError, match="max_groups"):
         sample_groups(entries, 0, seed=0)
 
 

@@ -31,6 +31,7 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "source_split": "string",
     "group_id": "string",
     "batch": "string",
+    "layout": "string",  # the layout the batch was read in (sources.LAYOUTS)
     "binarize": "bool",  # the reader thresholds the pixels back to binary (DeepPCB)
     **dict.fromkeys(CAPTURE_COLUMNS, "float64"),  # data/capture.py, on the pixels as read
 }
@@ -111,6 +112,7 @@ def build_manifest(
     expected_size: tuple[int, int] | None = None,
     expected_channels: int | None = None,
     max_workers: int = 8,
+    layout: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and decode every entry; return (manifest, quarantine).
 
@@ -148,6 +150,7 @@ def build_manifest(
         seen[row["image_id"]] = entry.uri
         row["group_id"] = row["group_id"] or row["image_id"]
         row["batch"] = batch
+        row["layout"] = layout
         rows.append(row)
 
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else empty_manifest()

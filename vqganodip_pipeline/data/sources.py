@@ -113,10 +113,12 @@ def scan_source(
     *,
     train_fraction: float = 0.5,
     seed: int = 0,
+    max_groups: int | None = None,
 ) -> tuple[str, list[SourceEntry]]:
     """Scan ``root`` in the given layout (``auto`` detects it). Returns (layout, entries).
 
-    ``train_fraction`` and ``seed`` choose the reconstruction-side pairs of a DeepPCB layout.
+    ``train_fraction`` and ``seed`` choose the reconstruction-side pairs of a DeepPCB layout;
+    ``max_groups`` keeps a ``seed``-ed subset of that many whole groups (:func:`sample_groups`).
     """
     if layout == "auto":
         layout = detect_layout(root, storage_options)
@@ -130,7 +132,23 @@ def scan_source(
         entries = scan_folder(root, storage_options)
     else:
         raise DatasetLayoutError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if max_groups is not None:
+        entries = sample_groups(entries, max_groups, seed)
     return layout, entries
+
+
+def sample_groups(entries: list[SourceEntry], max_groups: int, seed: int) -> list[SourceEntry]:
+    """A seeded random subset of ``max_groups`` whole groups of ``entries`` (an entry without a
+    group is its own group, a DeepPCB pair is one), in the original order."""
+    if max_groups < 1:
+        raise DatasetLayoutError(f"max_groups must be >= 1, got {max_groups}")
+    keys = [entry.group_id or entry.uri for entry in entries]
+    groups = sorted(set(keys))
+    if len(groups) <= max_groups:
+        return list(entries)
+    rng = np.random.default_rng(seed)
+    chosen = {groups[i] for i in rng.choice(len(groups), size=max_groups, replace=False)}
+    return [entry for entry, key in zip(entries, keys, strict=True) if key in chosen]
 
 
 def _files_below(fs: Any, path: str) -> list[str]:

@@ -1,5 +1,7 @@
 """Ingestion assets: batch manifests with their quarantine, and the seeded dataset split."""
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -18,6 +20,7 @@ from vqganodip_pipeline.defs.metadata import (
 )
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
+from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_frame
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import contact_sheet
@@ -35,6 +38,12 @@ class BatchImagesConfig(dg.Config):
     expected_height: int = 0
     expected_channels: int = 0  # 0 = accept any; 1 gray, 3 RGB
     deeppcb_train_fraction: float = 0.5  # share of DeepPCB pairs on the reconstruction side
+    seed: int = Field(default=0, description="seeds the DeepPCB pair split and max_groups")
+    max_groups: int = Field(
+        default=0,
+        description="read a seeded subset of this many image groups (a DeepPCB pair is one "
+        "group, any other image its own), e.g. to bound an evaluation; 0 = all",
+    )
 
 
 def thumbnail_grid(frame: pd.DataFrame, inbox: BatchInbox) -> dg.MarkdownMetadataValue | None:
@@ -77,6 +86,8 @@ def batch_images(context: dg.AssetExecutionContext, config: BatchImagesConfig, i
         config.layout or inbox.layout,
         inbox.storage_options(),
         train_fraction=config.deeppcb_train_fraction,
+        seed=config.seed,
+        max_groups=config.max_groups or None,
     )
     if not entries:
         raise dg.Failure(f"batch {batch!r}: {root} holds no image files")
@@ -91,6 +102,7 @@ def batch_images(context: dg.AssetExecutionContext, config: BatchImagesConfig, i
         storage_options=inbox.storage_options(),
         expected_size=expected_size,
         expected_channels=config.expected_channels or None,
+        layout=layout,
     )
     for row in quarantine.itertuples():
         context.log.warning(f"quarantined {row.uri}: {row.reason}")
@@ -143,16 +155,31 @@ def batch_has_images(batch_images: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+def partitions_by_key(
+    context: dg.AssetExecutionContext, name: str, loaded: Any
+) -> dict[str, pd.DataFrame]:
+    """A multi-partition input as ``{partition: frame}``: Dagster's path IO manager hands a
+    single loaded partition over as the bare frame (a first deployment with one batch)."""
+    if isinstance(loaded, dict):
+        return loaded
+    keys = list(context.asset_partition_keys_for_input(name))
+    if len(keys) != 1:
+        raise dg.Failure(f"{name}: expected one partition for a single frame, got {keys}")
+    return {keys[0]: loaded}
+
+
 class DatasetSplitConfig(dg.Config):
     """Which labelled batches feed the model side, and the sizes of the roles."""
 
     batches: list[str] = Field(
         default_factory=list, description="labelled batches to use; empty = all of them"
     )
-    m: int = 30
+    m: int = Field(default=0, description="mask-calibration images; 0 = the preset's m")
     val_fraction: float = 0.1
     max_val: int = 32
-    holdout_fraction: float = 0.25
+    holdout_fraction: float = Field(
+        default=-1.0, description="share of evaluation groups in holdout; < 0 = the preset's"
+    )
     balance_normals: bool = True
     seed: int = 0
 
@@ -167,10 +194,12 @@ class DatasetSplitConfig(dg.Config):
 def dataset_split(
     context: dg.AssetExecutionContext,
     config: DatasetSplitConfig,
-    batch_images: dict[str, pd.DataFrame],
+    batch_images: Any,
+    settings: PipelineSettings,
 ) -> dg.Output[pd.DataFrame]:
     """Labelled images of the chosen batches, each assigned a seeded role: vqgan_train,
     vqgan_val, mask_calibration, classifier_set, holdout (or unused)."""
+    batch_images = partitions_by_key(context, "batch_images", batch_images)
     chosen = config.batches or sorted(batch_images)
     missing = sorted(set(chosen) - set(batch_images))
     if missing and config.batches:
@@ -183,11 +212,14 @@ def dataset_split(
             "(MVTec / DeepPCB / folders layout, or a folder with labels.csv)"
         )
     pooled = pd.concat(labelled, ignore_index=True).drop_duplicates("image_id")
+    preset = settings.get_preset()
     split_config = SplitConfig(
-        m=config.m,
+        m=config.m or preset.m,
         val_fraction=config.val_fraction,
         max_val=config.max_val,
-        holdout_fraction=config.holdout_fraction,
+        holdout_fraction=(
+            config.holdout_fraction if config.holdout_fraction >= 0 else preset.holdout_fraction
+        ),
         balance_normals=config.balance_normals,
         seed=config.seed,
     )

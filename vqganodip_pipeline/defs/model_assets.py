@@ -53,6 +53,7 @@ class VQGANTrainingConfig(dg.Config):
 
     steps: int = 0  # 0 = the preset's
     resume: bool = True  # continue an interrupted run on the same data and configs
+    seed: int = 0  # seeds the initialisation, the batches and the augmentations
 
 
 @dg.asset(
@@ -69,7 +70,7 @@ def vqgan_checkpoint(
 ) -> dg.Output[dict]:
     """VQGAN trained on the ``vqgan_train`` normal images (early stopping on ``vqgan_val``)."""
     preset = settings.get_preset()
-    model_config, train_config = settings.vqgan_configs(config.steps)
+    model_config, train_config = settings.vqgan_configs(config.steps, config.seed)
     train_rows = role_rows(dataset_split, "vqgan_train")
     val_rows = role_rows(dataset_split, "vqgan_val")
     if len(train_rows) == 0:

@@ -1,12 +1,16 @@
 """The composite anomaly score: the shipped model with its leaderboards and checks, and the
 scores of every production batch."""
 
+from typing import Any
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from vqganodip_pipeline import scoring
+from vqganodip_pipeline.data.loading import load_images
+from vqganodip_pipeline.defs.ingestion import partitions_by_key
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
 from vqganodip_pipeline.defs.metric_assets import normal_of
 from vqganodip_pipeline.defs.model_assets import model_bundle
@@ -14,6 +18,7 @@ from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_frame
+from vqganodip_pipeline.pipeline import compute_metric_table
 from vqganodip_pipeline.reporting import render_html, validate_report
 from vqganodip_pipeline.scoring import SearchConfig
 from vqganodip_pipeline.scoring import calibrate as calibrate_module
@@ -24,7 +29,13 @@ from vqganodip_pipeline.scoring import paper as paper_module
 from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.workflow import report as report_module
 from vqganodip_pipeline.workflow import scoring as workflow_scoring_module
-from vqganodip_pipeline.workflow.report import build_report, end_to_end_seconds, report_figures
+from vqganodip_pipeline.workflow.report import (
+    build_report,
+    production_latency,
+    report_figures,
+    worst_image_rows,
+    worst_images_figure,
+)
 from vqganodip_pipeline.workflow.roles import TRAINING_ROLES, role_rows
 from vqganodip_pipeline.workflow.scoring import score_metric_table
 
@@ -300,7 +311,9 @@ def batch_scores(
 
 
 class EvaluationReportConfig(dg.Config):
-    end_to_end_images: int = 10  # holdout images scored one at a time to time production
+    end_to_end_images: int = Field(
+        default=10, description="holdout images scored one at a time to time production"
+    )
 
 
 @dg.multi_asset(
@@ -308,21 +321,30 @@ class EvaluationReportConfig(dg.Config):
         "evaluation_report": dg.AssetOut(
             io_manager_key="json_io_manager",
             code_version=REPORT_VERSION,
-            description="The evaluation report (paper and honest protocols, baselines, "
-            "holdout, localisation, timings) as JSON, shaped like the paper's Table 1.",
+            description="The evaluation report (paper and honest protocols, the shipped "
+            "threshold's statement of risk, baselines with the shortcut check, holdout, "
+            "localisation, timings) as JSON, shaped like the paper's Table 1.",
         ),
         "evaluation_report_html": dg.AssetOut(
             io_manager_key="html_io_manager",
             code_version=REPORT_VERSION,
             description="The same report as one self-contained HTML page with its figures.",
         ),
+        "evaluation_figures": dg.AssetOut(
+            io_manager_key="array_io_manager",
+            code_version=REPORT_VERSION,
+            description="The report's figures as PNG bytes (one uint8 array per figure).",
+        ),
     },
     group_name="evaluation",
+    # quarantine tables of the batches the split read (missing ones are counted as none)
+    ins={"batch_quarantine": dg.AssetIn(metadata={"allow_missing_partitions": True})},
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,
     config: EvaluationReportConfig,
     dataset_split: pd.DataFrame,
+    batch_quarantine: Any,
     training_metrics: pd.DataFrame,
     vqgan_checkpoint: dict,
     weighting_mask: dict,
@@ -332,41 +354,64 @@ def evaluation_report(
 ):
     """The report of ``vqganodip evaluate``, built from the model-side assets."""
     preset = settings.get_preset()
+    options = inbox.storage_options()
+    batch_quarantine = partitions_by_key(context, "batch_quarantine", batch_quarantine)
     outcome = composite_score_model["outcome"]
     if outcome.paper_leaderboard is None or outcome.honest_leaderboard is None:
         raise dg.Failure("the report needs composite_score_model with both protocols")
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     normal = normal_of(weighting_mask)
-    timed = role_rows(dataset_split, "holdout").head(config.end_to_end_images)
-    latencies = end_to_end_seconds(
+    golden = weighting_mask.get("golden")
+    context.log.info(f"timing {config.end_to_end_images} holdout images one at a time")
+    latency = production_latency(
         checkpoint.model,
         checkpoint.discriminator,
         choice.backbone,
         normal,
-        weighting_mask.get("golden"),
+        golden,
         settings.localize_config(),
         outcome.shipped,
-        timed,
+        role_rows(dataset_split, "holdout").head(config.end_to_end_images),
         preset.image_size,
-        inbox.storage_options(),
+        options,
     )
     batches = sorted(dataset_split["batch"].unique())
+    layouts = sorted({str(v) for v in dataset_split.get("layout", pd.Series(dtype=str)).dropna()})
     report = build_report(
         dataset=", ".join(batches),
-        layout="batches",
+        layout=", ".join(layouts) or "batches",
         preset=preset.name,
         size=preset.image_size,
         labels=dataset_split["label"],
-        n_quarantined=0,
+        n_quarantined=sum(len(batch_quarantine[b]) for b in batches if b in batch_quarantine),
         split=dataset_split,
         metrics=training_metrics,
         outcome=outcome,
         outer_folds=preset.outer_folds,
-        seconds_per_image={"end_to_end": float(np.median(latencies)) if latencies else 0.0},
-        seconds_total={},
-        extra={"backbone": choice.note, "weighting_mask": normal.weights is not None},
+        seconds_per_image=latency or {"end_to_end": float("nan")},
+        seconds_total={key: float(v) for key, v in outcome.seconds.items()},
+        extra={
+            "backbone": choice.note,
+            "weighting_mask": normal.weights is not None,
+            "max_features": preset.max_features,
+        },
     )
-    figures = report_figures(report, training_metrics, outcome)
+    # the images that decide the threshold and its false alarms, with their patches
+    rows = role_rows(dataset_split, "classifier_set", "holdout")
+    chosen = worst_image_rows(training_metrics, outcome.shipped.score(training_metrics))
+    chosen_rows = rows[rows["image_id"].isin(chosen["image_id"])].reset_index(drop=True)
+    patches = compute_metric_table(
+        checkpoint.model,
+        checkpoint.discriminator,
+        choice.backbone,
+        chosen_rows,
+        [load_images(chosen_rows, preset.image_size, options)] if len(chosen_rows) else [],
+        normal=normal,
+        config=settings.localize_config(),
+        golden=golden,
+    ).patches
+    worst = worst_images_figure(chosen, patches, rows, preset.image_size, options)
+    figures = report_figures(report, training_metrics, outcome, worst)
     validate_report(report)
     page = render_html(report, figures)
     honest = report["protocols"]["honest"]["zfn"]
@@ -383,3 +428,8 @@ def evaluation_report(
     }
     yield dg.Output(report, output_name="evaluation_report", metadata=summary)
     yield dg.Output(page, output_name="evaluation_report_html", metadata=summary)
+    yield dg.Output(
+        {name: np.frombuffer(data, dtype=np.uint8) for name, data in figures.items()},
+        output_name="evaluation_figures",
+        metadata={"figures": dg.MetadataValue.json(sorted(figures))},
+    )

@@ -20,10 +20,13 @@ class PipelineSettings(dg.ConfigurableResource):
     ``backbone``: the patch/feature backbone (``auto``, ``mobilenet_v2``, ``vgg16``,
     ``inception_v3``, ``vqgan_discriminator``, ``vqgan_encoder``);
     ``backbone_weights_path``: the local torchvision weights file of ``vgg16`` /
-    ``inception_v3`` (empty: ``weights_path``). Nothing is ever downloaded.
+    ``inception_v3`` (empty: ``weights_path``). Nothing is ever downloaded. ``image_size``:
+    the working resolution (0 = the preset's; e.g. 640 keeps DeepPCB's native size, where
+    defects a few px wide would vanish at 256).
     """
 
     preset: str = "demo"
+    image_size: int = 0  # working resolution in px; 0 = the preset's
     device: str = "auto"
     weights_path: str = ""
     backbone: str = "auto"
@@ -31,9 +34,10 @@ class PipelineSettings(dg.ConfigurableResource):
     work_dir: str = ".vqganodip_work"
 
     def get_preset(self) -> Preset:
-        return get_preset(self.preset)
+        preset = get_preset(self.preset)
+        return preset.with_image_size(self.image_size) if self.image_size else preset
 
-    def vqgan_configs(self, steps: int = 0) -> tuple[VQGANConfig, TrainConfig]:
+    def vqgan_configs(self, steps: int = 0, seed: int = 0) -> tuple[VQGANConfig, TrainConfig]:
         preset = self.get_preset()
         config, train = vqgan_preset(preset.name)
         config = replace(config, resolution=preset.image_size)
@@ -45,6 +49,7 @@ class PipelineSettings(dg.ConfigurableResource):
             device=self.device,
             perceptual_weights_path=weights,
             steps=steps or train.steps,
+            seed=seed,
         )
         return config, train
 
@@ -66,6 +71,7 @@ class PipelineSettings(dg.ConfigurableResource):
 def settings_from_env(preset: str | None = None) -> PipelineSettings:
     return PipelineSettings(
         preset=preset or os.environ.get("VQGANODIP_PRESET", "demo"),
+        image_size=int(os.environ.get("VQGANODIP_IMAGE_SIZE", "0") or 0),
         device=os.environ.get("VQGANODIP_DEVICE", "auto"),
         weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
         backbone=os.environ.get("VQGANODIP_BACKBONE", "auto"),

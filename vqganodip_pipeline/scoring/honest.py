@@ -122,6 +122,31 @@ def _pooled_row(method: str, name: str, kind: str, part: pd.DataFrame) -> dict[s
     return row
 
 
+def check_protocol(
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    config: SearchConfig,
+    calibration: CalibrationConfig,
+    n_outer: int,
+) -> list[Split]:
+    """The outer folds of the honest protocol over ``(y, groups)``, after checking that every
+    outer training part fills a calibration part and the search folds of its fit part (the
+    shipped model's recipe needs the same of the whole set). Raises ``ValueError`` naming the
+    fold and the counts, before anything is fitted."""
+    calibration_split(y, groups, calibration, config.n_splits, config.seed, "classifier set")
+    outer = stratified_folds(y, groups, n_outer, config.seed, "honest protocol (outer folds)")
+    for k, (train, _) in enumerate(outer):
+        calibration_split(
+            y[train],
+            None if groups is None else groups[train],
+            calibration,
+            config.n_splits,
+            config.seed,
+            f"honest protocol, outer fold {k}",
+        )
+    return outer
+
+
 def _risk_columns(risk: RiskStatement) -> dict[str, Any]:
     return {
         "n_abnormal_calibration": risk.n_calibration,
@@ -158,16 +183,7 @@ def run_honest_protocol(
     specs = resolve_classifiers(classifiers)
     table = training_table(df, role)
     X, y, groups, frame = table.X, table.y, table.groups, table.frame
-    outer = stratified_folds(y, groups, n_outer, config.seed, "honest protocol (outer folds)")
-    for k, (train, _) in enumerate(outer):  # every fold's parts are checked before any fit
-        calibration_split(
-            y[train],
-            None if groups is None else groups[train],
-            calibration,
-            config.n_splits,
-            config.seed,
-            f"honest protocol, outer fold {k}",
-        )
+    outer = check_protocol(y, groups, config, calibration, n_outer)
     baselines, notes = default_baselines(frame, mse_column, golden_column)
 
     folds: list[OuterFold] = []

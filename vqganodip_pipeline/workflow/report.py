@@ -56,23 +56,27 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def worst_images_figure(
-    metrics: pd.DataFrame,
-    scores: pd.Series,
-    patches: pd.DataFrame,
-    rows: pd.DataFrame,
-    size: int,
-    storage_options: Mapping[str, Any],
-    count: int = 4,
-) -> np.ndarray | None:
-    """The lowest-scored abnormal and highest-scored normal images with their best patches."""
-    frame = metrics[["image_id", "label"]].assign(score=scores.to_numpy())
-    chosen = pd.concat(
+def worst_image_rows(metrics: pd.DataFrame, scores: np.ndarray, count: int = 4) -> pd.DataFrame:
+    """The ``count`` lowest-scored abnormal and ``count`` highest-scored normal images
+    (image_id, label, score): the ones that decide the ZFN threshold and its false alarms."""
+    frame = metrics[["image_id", "label"]].assign(score=np.asarray(scores, dtype=np.float64))
+    return pd.concat(
         [
             frame[frame["label"] == "abnormal"].nsmallest(count, "score"),
             frame[frame["label"] == "normal"].nlargest(count, "score"),
         ]
-    )
+    ).reset_index(drop=True)
+
+
+def worst_images_figure(
+    chosen: pd.DataFrame,
+    patches: pd.DataFrame,
+    rows: pd.DataFrame,
+    size: int,
+    storage_options: Mapping[str, Any],
+    columns: int = 4,
+) -> np.ndarray | None:
+    """The images of ``chosen`` (:func:`worst_image_rows`) with their ten best raw patches."""
     if len(chosen) == 0:
         return None
     by_id = rows.set_index("image_id")
@@ -87,10 +91,13 @@ def worst_images_figure(
         )
         tiles.append(draw_boxes(image, boxes))
         captions.append(f"{item.label[:3]} {item.score:.3f}")
-    return contact_sheet(tiles, captions, columns=count, thumb=192)
+    return contact_sheet(tiles, captions, columns=columns, thumb=192)
 
 
-def end_to_end_seconds(
+PRODUCTION_STAGES = ("load", "reconstruct", "features", "metrics", "score")
+
+
+def production_latency(
     model: Any,
     discriminator: Any,
     backbone: Any,
@@ -101,15 +108,19 @@ def end_to_end_seconds(
     rows: pd.DataFrame,
     size: int,
     storage_options: Mapping[str, Any],
-) -> list[float]:
-    """Seconds to score each image of ``rows`` on its own, as a production image arrives:
-    read, reconstruct, features, metrics, composite score."""
-    latencies = []
+) -> dict[str, float]:
+    """Median seconds per image of each stage and ``end_to_end`` when every image of ``rows``
+    is scored on its own, as a production image arrives: read and decode, reconstruct,
+    backbone features, metrics, composite score. Empty ``rows``: an empty dict."""
+    timings: dict[str, list[float]] = {stage: [] for stage in (*PRODUCTION_STAGES, "end_to_end")}
     for row in rows.to_dict("records"):
-        tick = time.perf_counter()
+        ticks = [time.perf_counter()]
         image = load_images(pd.DataFrame([row]), size, storage_options)
+        ticks.append(time.perf_counter())
         result = reconstruct(model, image, batch_size=1, discriminator=discriminator)
+        ticks.append(time.perf_counter())
         features = image_features(backbone, image[0], result.x_hat[0])
+        ticks.append(time.perf_counter())
         outputs = reconstruction_frame(result).iloc[0]
         single = image_metrics(
             image[0],
@@ -120,9 +131,13 @@ def end_to_end_seconds(
             config,
             golden=golden,
         )
+        ticks.append(time.perf_counter())
         shipped.score(pd.DataFrame([single.metrics]))
-        latencies.append(time.perf_counter() - tick)
-    return latencies
+        ticks.append(time.perf_counter())
+        for stage, start, end in zip(PRODUCTION_STAGES, ticks[:-1], ticks[1:], strict=True):
+            timings[stage].append(end - start)
+        timings["end_to_end"].append(ticks[-1] - ticks[0])
+    return {stage: float(np.median(v)) for stage, v in timings.items() if v}
 
 
 def build_report(

@@ -8,6 +8,7 @@ import pandas as pd
 from vqganodip_pipeline.defs import ingestion
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
+from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
 from vqganodip_pipeline_tests.builders import make_mvtec_tree, write_png
@@ -28,6 +29,7 @@ def test_ingestion_for_two_partitions_then_split(tmp_path: Path) -> None:
     resources = {
         **io_managers(StorageLocation(base_path=str(tmp_path / "storage"))),
         "inbox": BatchInbox(root=str(inbox_root)),
+        "settings": PipelineSettings(preset="demo"),
     }
     assets = [ingestion.batch_images, ingestion.dataset_split]
     manifests = {}
@@ -96,3 +98,31 @@ def test_definitions_load() -> None:
     assert {"batch_images", "batch_quarantine", "dataset_split"} <= keys
     for job in defs.resolve_all_job_defs():
         assert job.name
+
+
+def test_split_of_a_first_deployment_with_one_labelled_batch(tmp_path: Path) -> None:
+    # Dagster hands a single partition over as a bare frame: the split must still work.
+    inbox_root = make_inbox(tmp_path / "inbox")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(batch_partitions.name, ["reference"])
+    resources = {
+        **io_managers(StorageLocation(base_path=str(tmp_path / "storage"))),
+        "inbox": BatchInbox(root=str(inbox_root)),
+        "settings": PipelineSettings(preset="tiny"),
+    }
+    assets = [ingestion.batch_images, ingestion.dataset_split]
+    dg.materialize(
+        assets,
+        selection=["batch_images", "batch_quarantine"],
+        partition_key="reference",
+        resources=resources,
+        instance=instance,
+    )
+    result = dg.materialize(
+        assets, selection=["dataset_split"], resources=resources, instance=instance
+    )
+    assert result.success
+    split = result.output_for_node("dataset_split")
+    assert set(split["batch"]) == {"reference"} and len(split) == 40
+    # the tiny preset's m = 6 mask-calibration images (capped at a quarter of the recon side)
+    assert (split["role"] == "mask_calibration").sum() == min(6, 24 // 4)

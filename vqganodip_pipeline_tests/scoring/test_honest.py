@@ -138,10 +138,23 @@ def test_groups_stay_together_and_missing_baselines_are_noted() -> None:
 
 
 def test_too_few_abnormal_images_for_nested_folds() -> None:
+    # 6 defects: 2 go to the calibration part, 4 cannot fill 5 search folds of the fit part
     table = make_metric_table(n_normal=20, n_abnormal=6, n_noise=2)
     with pytest.raises(
         ValueError,
-        match=r"outer fold \d+, fit part: \d abnormal and \d+ normal images cannot fill 5",
+        match=r"classifier set, fit part: 4 abnormal and \d+ normal images cannot fill 5",
+    ):
+        run_honest_protocol(
+            table, classifiers=["nb"], config=SearchConfig(n_iter=1, n_splits=5), n_outer=3
+        )
+
+
+def test_each_outer_fold_is_checked_before_any_fit() -> None:
+    # 9 defects fill the whole set's parts (3 + 6 >= 5) but not an outer training part's
+    table = make_metric_table(n_normal=20, n_abnormal=9, n_noise=2)
+    with pytest.raises(
+        ValueError,
+        match=r"outer fold \d+, fit part: 4 abnormal and \d+ normal images cannot fill 5",
     ):
         run_honest_protocol(
             table, classifiers=["nb"], config=SearchConfig(n_iter=1, n_splits=5), n_outer=3
