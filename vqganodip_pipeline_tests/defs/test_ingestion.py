@@ -8,8 +8,8 @@ import pandas as pd
 from vqganodip_pipeline.defs import ingestion
 from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
-from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor
+from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
 from vqganodip_pipeline_tests.builders import make_mvtec_tree, write_png
 
