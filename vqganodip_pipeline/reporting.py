@@ -707,6 +707,12 @@ def _summary(report: Mapping[str, Any]) -> str:
         if shortcut and shortcut.get("warning")
         else ""
     )
+    for failed in report.get("failed_checks") or []:
+        warning += (
+            f'<p class="summary"><span class="tag missed">check failed</span> '
+            f"{_e(failed.get('check', ''))}: {_e(failed.get('why', ''))}. In production this "
+            "model would not be released; this report evaluates it anyway.</p>"
+        )
     return (
         f'<p class="summary">Dataset <strong>{_e(report["dataset"])}</strong>{layout_text},'
         f" preset <strong>{_e(report['preset'])}</strong>{size_text}:"
