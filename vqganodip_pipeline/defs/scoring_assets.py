@@ -37,7 +37,11 @@ from vqganodip_pipeline.workflow.report import (
     worst_images_figure,
 )
 from vqganodip_pipeline.workflow.roles import TRAINING_ROLES, role_rows
-from vqganodip_pipeline.workflow.scoring import score_metric_table
+from vqganodip_pipeline.workflow.scoring import (
+    labelled_evaluation,
+    score_batch,
+    score_metric_table,
+)
 
 SCORING_VERSION = code_version(
     model_module,
@@ -251,29 +255,14 @@ def batch_scores(
 ) -> dg.Output[pd.DataFrame]:
     """Composite score and decision of every image of the batch (``to_operator`` when the
     score reaches the ZFN threshold), with its most anomalous patches."""
-    model = composite_score_model["model"]
-    scores = model.score(batch_metrics)
-    decisions = scores >= model.threshold
-    seen = batch_metrics["image_id"].astype(str).isin(set(composite_score_model["trained_on"]))
-    top = (
-        batch_patches[(batch_patches["variant"] == "raw") & (batch_patches["rank"] < TOP_PATCHES)]
-        .groupby("image_id")[["top", "left", "size"]]
-        .apply(lambda p: p.to_numpy().tolist())
+    result = score_batch(
+        composite_score_model["model"],
+        batch_metrics,
+        batch_patches,
+        composite_score_model["trained_on"],
+        top=TOP_PATCHES,
     )
-    result = pd.DataFrame(
-        {
-            "image_id": batch_metrics["image_id"],
-            "uri": batch_metrics.get("uri", ""),
-            "label": batch_metrics["label"],
-            "score": scores,
-            "threshold": model.threshold,
-            "decision": np.where(decisions, "to_operator", "pass"),
-            "seen_in_training": seen.to_numpy(),
-            "top_patches": [str(top.get(i, [])) for i in batch_metrics["image_id"]],
-            "classifier": model.classifier,
-            "model_fitted_at": model.fitted_at,
-        }
-    )
+    decisions = result["decision"].eq("to_operator").to_numpy()
     metadata = {
         **table_metadata(result),
         "to_operator": int(decisions.sum()),
@@ -287,24 +276,14 @@ def batch_scores(
             )
         ),
     }
-    # Only images the model side never learnt from are evidence of how the model does.
-    labelled = result["label"].isin(["normal", "abnormal"]) & ~result["seen_in_training"]
     metadata["labelled_seen_in_training"] = int(
         (result["label"].isin(["normal", "abnormal"]) & result["seen_in_training"]).sum()
     )
-    if labelled.any() and result.loc[labelled, "label"].nunique() == 2:
-        y = (result.loc[labelled, "label"] == "abnormal").to_numpy(int)
-        evaluation = scoring.confusion_at_threshold(scores[labelled.to_numpy()], y, model.threshold)
-        metadata["labelled_evaluation"] = dg.MetadataValue.json(
-            {
-                **{k: float(v) for k, v in evaluation.items()},
-                "images": int(labelled.sum()),
-                "protocol": "labelled images of this batch that the model side never trained, "
-                "calibrated or selected on",
-            }
-        )
+    evaluation = labelled_evaluation(result)
+    if evaluation is not None:
+        metadata["labelled_evaluation"] = dg.MetadataValue.json(evaluation)
         if evaluation["missed"]:
-            context.log.warning(f"{evaluation['missed']} labelled abnormal image(s) passed")
+            context.log.warning(f"{evaluation['missed']} unseen labelled abnormal image(s) passed")
     return dg.Output(
         result, data_version=dg.DataVersion(hash_frame(result)[:16]), metadata=metadata
     )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline import scoring
@@ -151,4 +152,59 @@ def shortcut_finding(leaderboard: pd.DataFrame, frame: pd.DataFrame) -> dict[str
         "warning_auroc": scoring.baselines.SHORTCUT_WARNING_AUROC,
         "statistics": statistics,
         "statement": statement,
+    }
+
+
+def score_batch(
+    model: Any,
+    metrics: pd.DataFrame,
+    patches: pd.DataFrame,
+    trained_on: Any,
+    top: int = 3,
+) -> pd.DataFrame:
+    """Score and decision of every image of a batch's metric table (``to_operator`` when the
+    score reaches the model's threshold), its ``top`` raw patches, and ``seen_in_training``:
+    whether the image is one the model side learnt from (``trained_on`` ids)."""
+    scores = model.score(metrics)
+    decisions = scores >= model.threshold
+    best = (
+        patches[(patches["variant"] == "raw") & (patches["rank"] < top)]
+        .groupby("image_id")[["top", "left", "size"]]
+        .apply(lambda p: p.to_numpy().tolist())
+        if len(patches)
+        else pd.Series(dtype=object)
+    )
+    return pd.DataFrame(
+        {
+            "image_id": metrics["image_id"],
+            "uri": metrics.get("uri", ""),
+            "label": metrics["label"],
+            "score": scores,
+            "threshold": model.threshold,
+            "decision": np.where(decisions, "to_operator", "pass"),
+            "seen_in_training": metrics["image_id"].astype(str).isin(set(trained_on)).to_numpy(),
+            "top_patches": [str(best.get(i, [])) for i in metrics["image_id"]],
+            "classifier": model.classifier,
+            "model_fitted_at": model.fitted_at,
+        }
+    )
+
+
+def labelled_evaluation(scored: pd.DataFrame) -> dict[str, Any] | None:
+    """Confusion metrics of a scored batch (:func:`score_batch`) on its labelled images that
+    the model side never learnt from; None without both classes among them. Images the model
+    was trained, calibrated or selected on are left out: they are no evidence of how it does."""
+    unseen = scored["label"].isin(["normal", "abnormal"]) & ~scored["seen_in_training"]
+    part = scored[unseen]
+    if part["label"].nunique() < 2:
+        return None
+    y = (part["label"] == "abnormal").to_numpy(int)
+    evaluation = scoring.confusion_at_threshold(
+        part["score"].to_numpy(), y, float(part["threshold"].iloc[0])
+    )
+    return {
+        **{key: float(value) for key, value in evaluation.items()},
+        "images": len(part),
+        "protocol": "labelled images of this batch that the model side never trained, "
+        "calibrated or selected on",
     }
