@@ -161,6 +161,9 @@ def summary(
         columns = ["classifier", "accuracy_zfn", "fpr_zfn", "missed_zfn", "auroc_pooled"]
         shown = honest[columns].head(8)
         lines += ["    " + line for line in shown.to_string(index=False).splitlines()]
+    shortcut = bundle["outcome"].shortcut
+    if shortcut is not None:
+        lines.append(f"[demo] {'WARNING: ' if shortcut['warning'] else ''}{shortcut['statement']}")
     holdout = bundle["outcome"].holdout
     if holdout is not None:
         lines.append(
