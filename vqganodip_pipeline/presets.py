@@ -43,10 +43,10 @@ class Preset:
         search_folds: stratified CV folds of the search (paper: 5).
         outer_folds: outer folds of the honest protocol.
         classifiers: classifier codes to try (None: all twelve).
-        max_features: metrics the shipped model and the honest protocol keep, those with the
+        max_features: metrics the shipped model and both protocols keep, those with the
             strongest training AUROC, ranked inside every fold: a number, "auto" (one per ten
-            abnormal training images, at least 2) or None (all; the paper protocol always
-            keeps all).
+            abnormal training images, at least 2) or None (all). The paper and the honest
+            protocol use the same setting, so they differ in protocol only.
         batch_size: images per reconstruction batch.
         demo_data: batch sizes the demo writes.
     """
