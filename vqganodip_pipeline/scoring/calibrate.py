@@ -283,9 +283,13 @@ def fit_and_calibrate(
         if columns is not None:
             X_fit = pd.DataFrame(X_fit, columns=list(columns))
             X_cal = pd.DataFrame(X_cal, columns=list(columns))
-        with quiet_fitting():
-            pipeline.fit(X_fit, y[fit])
-        scores = np.asarray(pipeline.predict_proba(X_cal)[:, 1], dtype=np.float64)
+        try:
+            with quiet_fitting():
+                pipeline.fit(X_fit, y[fit])
+            scores = np.asarray(pipeline.predict_proba(X_cal)[:, 1], dtype=np.float64)
+        except (ValueError, np.linalg.LinAlgError) as error:
+            log.warning("%s: skipping %s: its refit failed: %s", stage, candidate.code, error)
+            continue
         if not np.isfinite(scores).all():
             log.warning("%s: skipping %s: non-finite calibration scores", stage, candidate.code)
             continue

@@ -151,8 +151,15 @@ def search_classifier(
         error_score=np.nan,
     )
     start = time.perf_counter()
-    with quiet_fitting():
-        search.fit(X, y)
+    try:
+        with quiet_fitting():
+            search.fit(X, y)
+    except (ValueError, np.linalg.LinAlgError) as error:
+        # scikit-learn raises (rather than scoring NaN) when every candidate failed on every fold
+        raise ClassifierFitError(
+            f"every {spec.name} search candidate failed to fit on {len(y)} rows: "
+            f"{str(error).strip().splitlines()[0]}"
+        ) from error
     elapsed = time.perf_counter() - start
     scores = np.asarray(search.cv_results_["mean_test_score"], dtype=np.float64)
     if not np.isfinite(scores).any():

@@ -159,3 +159,28 @@ def test_a_classifier_that_cannot_be_fitted_is_skipped_and_none_left_is_an_error
         make_metric_table(n_noise=5), classifiers={"broken": BROKEN, "probe": PROBE}, config=config
     )
     assert list(paper.leaderboard["classifier"]) == ["probe"]
+
+
+class FailingClassifier(ProbeClassifier):
+    """Raises in every fit (what QDA does on a rank-deficient class covariance)."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> FailingClassifier:
+        raise np.linalg.LinAlgError("The covariance matrix of class 0 is not full rank.")
+
+
+FAILING = ClassifierSpec(
+    "failing", "FAILING", lambda seed: FailingClassifier(), lambda n: {"alpha": uniform()}
+)
+
+
+def test_a_classifier_whose_every_search_fit_raises_is_skipped() -> None:
+    # scikit-learn raises "All the N fits failed" itself: it must become a skip, not an abort
+    table = training_table(make_metric_table(n_noise=5))
+    splits = stratified_folds(table.y, None, 3, seed=0)
+    config = SearchConfig(n_iter=2, n_splits=3, n_jobs=1)
+    with pytest.raises(ClassifierFitError, match="every FAILING search candidate failed"):
+        search_classifier(FAILING, table.X, table.y, splits, config, None)
+    candidates = calibrate_candidates(
+        {"failing": FAILING, "probe": PROBE}, table.X, table.y, splits, config
+    )
+    assert [c.code for c in candidates] == ["probe"]
