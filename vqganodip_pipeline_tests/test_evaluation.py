@@ -163,3 +163,37 @@ def test_check_targets_compares_with_numbers_and_other_report_values() -> None:
         check_targets(report, [{"name": "x", "path": "nope", "op": ">=", "value": 1}])
     with pytest.raises(ValueError, match="op must be"):
         check_targets(report, [{"name": "x", "path": "auroc", "op": ">", "value": 1}])
+
+
+@pytest.mark.slow
+def test_a_candidate_whose_blocking_check_fails_is_still_evaluated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vqganodip_pipeline.evaluation as evaluation
+
+    dataset = write_mvtec_dataset(
+        tmp_path / "synthetic", n_normal=48, n_abnormal=24, size=64, seed=5
+    )
+    plain = evaluation.run_config
+
+    def strict(config: EvaluationConfig) -> dict:
+        full = plain(config)
+        # a floor no tiny VQGAN reaches: the blocking quality check fails
+        full["ops"]["vqgan_checkpoint_vqgan_checkpoint_quality"] = {
+            "config": {"min_val_psnr_db": 99.0}
+        }
+        return full
+
+    monkeypatch.setattr(evaluation, "run_config", strict)
+    lines: list[str] = []
+    _, html_path, report = run_evaluation(
+        EvaluationConfig(dataset=str(dataset), preset="tiny"), tmp_path / "out", log=lines.append
+    )
+    assert [c["check"] for c in report["failed_checks"]] == [
+        "vqgan_checkpoint:vqgan_checkpoint_quality"
+    ]
+    assert "< 99.0 dB" in report["failed_checks"][0]["why"]
+    assert any("would not release" in line for line in lines)
+    page = html_path.read_text()
+    assert "check failed" in page and "would not be released" in page
+    validate_report(json.loads((tmp_path / "out" / "report.json").read_text()))

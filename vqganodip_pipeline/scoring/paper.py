@@ -4,7 +4,7 @@ Per candidate classifier: randomized search (5-fold stratified CV, accuracy) on 
 leave-one-out predictions with the best parameters, ZFN threshold = the lowest leave-one-out
 score among the abnormal images, metrics under 0.5 (STD) and under that threshold (ZFN).
 
-The ZFN figures are optimistic: the threshold is read off the very predictions it is then judged
+The ZFN figures are in-sample: the threshold is read off the very predictions it is then judged
 on, so ZFN FNR is 0 by construction. :mod:`vqganodip_pipeline.scoring.honest` gives the figures
 on images the threshold never saw.
 """

@@ -192,7 +192,8 @@ def build_report(
                 "classifier": str(paper_best["name"]),
                 **_split_metrics(paper_best),
                 "note": "leave-one-out scores; ZFN threshold = the lowest abnormal score of the "
-                "same images it is evaluated on (optimistic, as in the paper); same search and "
+                "same images it is evaluated on (in-sample, as in the paper: it cannot show a "
+                "miss); same search and "
                 "metric selection as the honest protocol",
             },
             "honest": {
