@@ -70,17 +70,14 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     import dagster as dg
 
     from vqganodip_pipeline.definitions import build_definitions
+    from vqganodip_pipeline.defs.instance import prepare_instance_home
     from vqganodip_pipeline.defs.partitions import batch_partitions
 
     settings = get_preset(preset)
     root = Path(workdir).resolve()
     os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home"))
     os.environ.setdefault("VQGANODIP_WORK", str(root / ".vqganodip_work"))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        # offline-first: no usage statistics leave the machine unless the user opts in
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    prepare_instance_home(os.environ["DAGSTER_HOME"])
     inbox, storage, truth_dir = root / "inbox", root / "storage", root / "demo_truth"
     if fresh:
         for batch in (REFERENCE_BATCH, PRODUCTION_BATCH):

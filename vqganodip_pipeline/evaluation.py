@@ -205,6 +205,7 @@ def run_evaluation(
     ``out_dir`` (report.json, report.html, figures/, metrics.parquet)."""
     import dagster as dg
 
+    from vqganodip_pipeline.defs.instance import prepare_instance_home
     from vqganodip_pipeline.defs.partitions import batch_partitions
     from vqganodip_pipeline.reporting import write_report
 
@@ -213,8 +214,7 @@ def run_evaluation(
     started = time.perf_counter()
     defs = _definitions(config, out_dir)
     if config.dagster_home:
-        Path(config.dagster_home).mkdir(parents=True, exist_ok=True)
-        instance = dg.DagsterInstance.from_config(config.dagster_home)
+        instance = dg.DagsterInstance.from_config(str(prepare_instance_home(config.dagster_home)))
     else:
         instance = dg.DagsterInstance.ephemeral()
     with instance:
