@@ -212,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (minutes)")
     parser.add_argument("--only", choices=("synthetic", "deeppcb"), default=None)
     parser.add_argument("--deeppcb-pairs", type=int, default=150)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated benchmark seeds")
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated benchmark seeds (default 0,1,2; quick: 0)"
+    )
     parser.add_argument("--out", default=None, help="result file (single dataset runs)")
     args = parser.parse_args(argv)
     names = [args.only] if args.only else ["synthetic", "deeppcb"]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     weights = str(WEIGHTS) if WEIGHTS.is_file() else None
     scratch = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     started_load = load_average()
