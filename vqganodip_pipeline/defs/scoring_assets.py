@@ -259,7 +259,7 @@ def batch_scores(
         composite_score_model["model"],
         batch_metrics,
         batch_patches,
-        composite_score_model["trained_on"],
+        composite_score_model.get("trained_on", ()),  # absent in models stored before it
         top=TOP_PATCHES,
     )
     decisions = result["decision"].eq("to_operator").to_numpy()
