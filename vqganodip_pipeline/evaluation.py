@@ -278,11 +278,11 @@ def run_evaluation(
             for key in dg.AssetSelection.groups("model").resolve(defs.resolve_asset_graph())
         ]
         if set(model_side) - done:
-            # A blocking check stopped the chain: in production this model is not released.
-            # An evaluation still evaluates it, and says so in its report.
+            # A blocking check stopped the train_model chain. An evaluation still evaluates
+            # the candidate, and its report names the failed check.
             log(
-                "[evaluate] a blocking check failed: continuing without checks to evaluate this "
-                "candidate (production would not release it)"
+                "[evaluate] a blocking check stopped train_model: materializing the rest of the "
+                "model side without checks to evaluate this candidate anyway"
             )
             remaining = sorted(set(model_side) - done)
             rest = dg.materialize(

@@ -711,8 +711,8 @@ def _summary(report: Mapping[str, Any]) -> str:
     for failed in report.get("failed_checks") or []:
         warning += (
             f'<p class="summary"><span class="tag missed">check failed</span> '
-            f"{_e(failed.get('check', ''))}: {_e(failed.get('why', ''))}. In production this "
-            "model would not be released; this report evaluates it anyway.</p>"
+            f"{_e(failed.get('check', ''))}: {_e(failed.get('why', ''))}. The model failed this"
+            " check of the pipeline; this report evaluates it anyway.</p>"
         )
     return (
         f'<p class="summary">Dataset <strong>{_e(report["dataset"])}</strong>{layout_text},'
