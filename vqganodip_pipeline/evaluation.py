@@ -328,7 +328,8 @@ def run_evaluation(
 
 
 def _write_new(path: Path, frame: pd.DataFrame) -> None:
-    """Write ``frame`` as Parquet at ``path``; an existing file is kept as ``<stem>-previous-<n>``."""
+    """Write ``frame`` as Parquet at ``path``; an existing file is kept as
+    ``<stem>-previous-<n>``."""
     if path.exists():
         n = 1
         while path.with_name(f"{path.stem}-previous-{n}{path.suffix}").exists():
