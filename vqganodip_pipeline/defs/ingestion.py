@@ -1,7 +1,5 @@
 """Ingestion assets: batch manifests with their quarantine, and the seeded dataset split."""
 
-from typing import Any
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -155,19 +153,6 @@ def batch_has_images(batch_images: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def partitions_by_key(
-    context: dg.AssetExecutionContext, name: str, loaded: Any
-) -> dict[str, pd.DataFrame]:
-    """A multi-partition input as ``{partition: frame}``: Dagster's path IO manager hands a
-    single loaded partition over as the bare frame (a first deployment with one batch)."""
-    if isinstance(loaded, dict):
-        return loaded
-    keys = list(context.asset_partition_keys_for_input(name))
-    if len(keys) != 1:
-        raise dg.Failure(f"{name}: expected one partition for a single frame, got {keys}")
-    return {keys[0]: loaded}
-
-
 class DatasetSplitConfig(dg.Config):
     """Which labelled batches feed the model side, and the sizes of the roles."""
 
@@ -194,12 +179,11 @@ class DatasetSplitConfig(dg.Config):
 def dataset_split(
     context: dg.AssetExecutionContext,
     config: DatasetSplitConfig,
-    batch_images: Any,
+    batch_images: dict[str, pd.DataFrame],
     settings: PipelineSettings,
 ) -> dg.Output[pd.DataFrame]:
     """Labelled images of the chosen batches, each assigned a seeded role: vqgan_train,
     vqgan_val, mask_calibration, classifier_set, holdout (or unused)."""
-    batch_images = partitions_by_key(context, "batch_images", batch_images)
     chosen = config.batches or sorted(batch_images)
     missing = sorted(set(chosen) - set(batch_images))
     if missing and config.batches:

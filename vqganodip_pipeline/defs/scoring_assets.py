@@ -1,7 +1,6 @@
 """The composite anomaly score: the shipped model with its leaderboards and checks, and the
 scores of every production batch."""
 
-from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -10,7 +9,6 @@ from pydantic import Field
 
 from vqganodip_pipeline import scoring
 from vqganodip_pipeline.data.loading import load_images
-from vqganodip_pipeline.defs.ingestion import partitions_by_key
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
 from vqganodip_pipeline.defs.metric_assets import normal_of
 from vqganodip_pipeline.defs.model_assets import model_bundle
@@ -323,7 +321,7 @@ def evaluation_report(
     context: dg.AssetExecutionContext,
     config: EvaluationReportConfig,
     dataset_split: pd.DataFrame,
-    batch_quarantine: Any,
+    batch_quarantine: dict[str, pd.DataFrame],
     training_metrics: pd.DataFrame,
     vqgan_checkpoint: dict,
     weighting_mask: dict,
@@ -334,7 +332,6 @@ def evaluation_report(
     """The report of ``vqganodip evaluate``, built from the model-side assets."""
     preset = settings.get_preset()
     options = inbox.storage_options()
-    batch_quarantine = partitions_by_key(context, "batch_quarantine", batch_quarantine)
     outcome = composite_score_model["outcome"]
     if outcome.paper_leaderboard is None or outcome.honest_leaderboard is None:
         raise dg.Failure("the report needs composite_score_model with both protocols")

@@ -101,6 +101,16 @@ class VersionedIOManager(UPathIOManager):
             )
         return path / pointer.read_text().strip()
 
+    def load_partitions(self, context: dg.InputContext) -> dict[str, Any]:
+        """Every partition an unpartitioned asset reads, as ``{partition: value}``, however many
+        there are: Dagster hands a single one over as the bare value, which a consumer of "all
+        batches" (a first deployment with one batch) cannot tell from a dict of partitions."""
+        loaded = super().load_partitions(context)
+        keys = list(context.asset_partition_keys)
+        if len(keys) == 1 and not context.has_partition_key:
+            return {keys[0]: loaded}
+        return loaded
+
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         target = self.current_file(path)
         context.log.info(f"loading {target}")
