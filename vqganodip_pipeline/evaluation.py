@@ -298,7 +298,7 @@ def run_evaluation(
             )
             finish("train_model (unchecked)", rest)
             trained = rest
-        metrics = trained.output_for_node("training_metrics")
+        metrics = trained.output_for_node("training_metrics", "training_metrics")
         evaluated = run("evaluate_model")
         report = evaluated.output_for_node("evaluation_report", "evaluation_report")
         figures = {

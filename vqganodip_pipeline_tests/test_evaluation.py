@@ -114,7 +114,7 @@ def materialize_directly(dataset: Path, root: Path, preset: str) -> pd.DataFrame
         result = defs.resolve_job_def("train_model").execute_in_process(
             instance=instance, raise_on_error=False
         )
-        return result.output_for_node("training_metrics")
+        return result.output_for_node("training_metrics", "training_metrics")
 
 
 def test_sample_groups_keeps_whole_groups_and_is_seeded() -> None:

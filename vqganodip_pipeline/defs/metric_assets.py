@@ -56,9 +56,19 @@ def table_summary(metrics: pd.DataFrame) -> dict:
     }
 
 
-@dg.asset(
-    io_manager_key="parquet_io_manager",
-    code_version=METRICS_VERSION,
+@dg.multi_asset(
+    outs={
+        "training_metrics": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=METRICS_VERSION,
+            description="The metric table of the classifier_set and holdout images.",
+        ),
+        "training_patches": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=METRICS_VERSION,
+            description="The q selected patches of every one of those images and variant.",
+        ),
+    },
     group_name="model",
 )
 def training_metrics(
@@ -68,8 +78,9 @@ def training_metrics(
     weighting_mask: dict,
     settings: PipelineSettings,
     inbox: BatchInbox,
-) -> dg.Output[pd.DataFrame]:
-    """The metric table of the ``classifier_set`` and ``holdout`` images (one row per image)."""
+):
+    """The metric table of the ``classifier_set`` and ``holdout`` images (one row per image)
+    and their selected patches (what the report draws, without running the model again)."""
     preset = settings.get_preset()
     rows = role_rows(dataset_split, "classifier_set", "holdout")
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
@@ -121,8 +132,17 @@ def training_metrics(
         image_id = str(abnormal.iloc[0]["image_id"])
         drawn = patches_figure(image, result.patches[result.patches["image_id"] == image_id])
         metadata["selected_patches"] = image_markdown(drawn, "abnormal image with its patches")
-    return dg.Output(
-        metrics, data_version=dg.DataVersion(hash_frame(metrics)[:16]), metadata=metadata
+    yield dg.Output(
+        metrics,
+        output_name="training_metrics",
+        data_version=dg.DataVersion(hash_frame(metrics)[:16]),
+        metadata=metadata,
+    )
+    yield dg.Output(
+        result.patches,
+        output_name="training_patches",
+        data_version=dg.DataVersion(hash_frame(result.patches)[:16]),
+        metadata=table_metadata(result.patches),
     )
 
 

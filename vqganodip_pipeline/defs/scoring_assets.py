@@ -1,14 +1,12 @@
 """The composite anomaly score: the shipped model with its leaderboards and checks, and the
 scores of every production batch."""
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from vqganodip_pipeline import scoring
-from vqganodip_pipeline.data.loading import load_images
 from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
 from vqganodip_pipeline.defs.metric_assets import normal_of
 from vqganodip_pipeline.defs.model_assets import model_bundle
@@ -16,7 +14,6 @@ from vqganodip_pipeline.defs.partitions import batch_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_frame
-from vqganodip_pipeline.pipeline import compute_metric_table
 from vqganodip_pipeline.reporting import render_html, validate_report
 from vqganodip_pipeline.scoring import SearchConfig
 from vqganodip_pipeline.scoring import calibrate as calibrate_module
@@ -323,6 +320,7 @@ def evaluation_report(
     dataset_split: pd.DataFrame,
     batch_quarantine: dict[str, pd.DataFrame],
     training_metrics: pd.DataFrame,
+    training_patches: pd.DataFrame,
     vqgan_checkpoint: dict,
     weighting_mask: dict,
     composite_score_model: dict,
@@ -372,21 +370,10 @@ def evaluation_report(
             "max_features": preset.max_features,
         },
     )
-    # the images that decide the threshold and its false alarms, with their patches
+    # the images that decide the threshold and its false alarms, with their stored patches
     rows = role_rows(dataset_split, "classifier_set", "holdout")
     chosen = worst_image_rows(training_metrics, outcome.shipped.score(training_metrics))
-    chosen_rows = rows[rows["image_id"].isin(chosen["image_id"])].reset_index(drop=True)
-    patches = compute_metric_table(
-        checkpoint.model,
-        checkpoint.discriminator,
-        choice.backbone,
-        chosen_rows,
-        [load_images(chosen_rows, preset.image_size, options)] if len(chosen_rows) else [],
-        normal=normal,
-        config=settings.localize_config(),
-        golden=golden,
-    ).patches
-    worst = worst_images_figure(chosen, patches, rows, preset.image_size, options)
+    worst = worst_images_figure(chosen, training_patches, rows, preset.image_size, options)
     figures = report_figures(report, training_metrics, outcome, worst)
     validate_report(report)
     page = render_html(report, figures)

@@ -28,6 +28,7 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
         "vqgan_checkpoint",
         "weighting_mask",
         "training_metrics",
+        "training_patches",
         "composite_score_model",
         "evaluation_report",
         "evaluation_report_html",
