@@ -70,7 +70,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     import dagster as dg
 
     from vqganodip_pipeline.definitions import build_definitions
-    from vqganodip_pipeline.defs.instance import prepare_instance_home
+    from vqganodip_pipeline.defs.instance import failed_checks_or_raise, prepare_instance_home
     from vqganodip_pipeline.defs.partitions import batch_partitions
 
     settings = get_preset(preset)
@@ -100,17 +100,9 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, raise_on_error=False, **kwargs
         )
-        failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-        for evaluation in failed:
-            name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        for name, why in failed_checks_or_raise(job_name, result):
             failed_checks.append(name)
-            print(f"[demo] CHECK FAILED {name}: {evaluation.description}", flush=True)
-        check_steps = {f"{e.asset_key.to_user_string()}_{e.check_name}" for e in failed}
-        for event in result.get_step_failure_events():
-            if event.step_key not in check_steps:
-                error = event.step_failure_data.error
-                message = error.message.strip() if error else "unknown error"
-                raise RuntimeError(f"job {job_name}, step {event.step_key} failed: {message}")
+            print(f"[demo] CHECK FAILED {name}: {why}", flush=True)
         return result
 
     run("ingest_batch", partition_key=REFERENCE_BATCH)

@@ -205,7 +205,11 @@ def run_evaluation(
     ``out_dir`` (report.json, report.html, figures/, metrics.parquet)."""
     import dagster as dg
 
-    from vqganodip_pipeline.defs.instance import prepare_instance_home
+    from vqganodip_pipeline.defs.instance import (
+        JobStepError,
+        failed_checks_or_raise,
+        prepare_instance_home,
+    )
     from vqganodip_pipeline.defs.partitions import batch_partitions
     from vqganodip_pipeline.reporting import write_report
 
@@ -226,22 +230,15 @@ def run_evaluation(
         failed_checks: list[dict[str, str]] = []
 
         def finish(job_name: str, result: dg.ExecuteInProcessResult) -> None:
-            check_steps = {
-                f"{e.asset_key.to_user_string()}_{e.check_name}"
-                for e in result.get_asset_check_evaluations()
-            }
-            for evaluation in result.get_asset_check_evaluations():
-                if not evaluation.passed:
-                    name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                    failed_checks.append({"check": name, "why": evaluation.description or ""})
-                    log(f"[evaluate] CHECK FAILED {name}: {evaluation.description}")
-            for event in result.get_step_failure_events():
-                if event.step_key not in check_steps:
-                    error = event.step_failure_data.error
-                    message = error.message.strip() if error else "unknown error"
-                    if job_name == "ingest_batch":
-                        raise DatasetError(f"{config.dataset}: {message}")
-                    raise RuntimeError(f"job {job_name}, step {event.step_key} failed: {message}")
+            try:
+                failed = failed_checks_or_raise(job_name, result)
+            except JobStepError as error:
+                if job_name == "ingest_batch":
+                    raise DatasetError(f"{config.dataset}: {error.message}") from error
+                raise
+            for name, why in failed:
+                failed_checks.append({"check": name, "why": why})
+                log(f"[evaluate] CHECK FAILED {name}: {why}")
 
         def run(job_name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
             log(f"[evaluate] job {job_name} ...")

@@ -1,6 +1,9 @@
-"""The persistent Dagster instance folder the demo and ``evaluate --dagster-home`` run in."""
+"""Running the jobs in process, as the demo and ``vqganodip evaluate`` do: the persistent
+instance folder, and what a run's failed steps mean."""
 
 from pathlib import Path
+
+import dagster as dg
 
 
 def prepare_instance_home(path: str | Path) -> Path:
@@ -13,3 +16,26 @@ def prepare_instance_home(path: str | Path) -> Path:
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
     return home
+
+
+class JobStepError(RuntimeError):
+    """A step of an in-process job run failed for another reason than a failed asset check."""
+
+    def __init__(self, job: str, step: str, message: str) -> None:
+        super().__init__(f"job {job}, step {step} failed: {message}")
+        self.job, self.step, self.message = job, step, message
+
+
+def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """The ``(asset:check, why)`` of every asset check that failed in ``result``; raises
+    :class:`JobStepError` for the first step that failed otherwise (a failed blocking check
+    fails its own step, which is not an error of the run)."""
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    check_steps = {f"{e.asset_key.to_user_string()}_{e.check_name}" for e in failed}
+    for event in result.get_step_failure_events():
+        if event.step_key not in check_steps:
+            error = event.step_failure_data.error
+            raise JobStepError(
+                job, str(event.step_key), error.message.strip() if error else "unknown error"
+            )
+    return [(f"{e.asset_key.to_user_string()}:{e.check_name}", e.description or "") for e in failed]

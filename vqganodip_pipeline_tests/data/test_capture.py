@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from vqganodip_pipeline.data.capture import CAPTURE_COLUMNS, capture_statistics
-from vqganodip_pipeline.data.images import binarize, decode_image, encode_png
+from vqganodip_pipeline.data.images import binarize, decode_image
 from vqganodip_pipeline.data.loading import load_image
 from vqganodip_pipeline.data.manifest import build_manifest
 from vqganodip_pipeline.data.sources import scan_source
@@ -122,4 +122,3 @@ def test_deeppcb_reader_yields_binary_images_and_removes_the_jpeg_shortcut() -> 
     assert auroc < 0.75, auroc
     raw = decode_image(Path(entries[0].uri.removeprefix("file://")).read_bytes(), "raw").pixels
     assert len(np.unique(raw)) > 2  # the file itself is not binary
-    assert encode_png(binarize(raw)[:, :, 0])  # and its binarised pixels encode

@@ -159,3 +159,24 @@ def test_each_outer_fold_is_checked_before_any_fit() -> None:
         run_honest_protocol(
             table, classifiers=["nb"], config=SearchConfig(n_iter=1, n_splits=5), n_outer=3
         )
+
+
+def test_calibration_values_do_not_influence_search_choice_or_fits(result) -> None:
+    # Replace the metric values of outer fold 0's calibration part by noise: the search, the
+    # classifier choice and the fitted models must stay identical; only the thresholds read off
+    # the calibration scores may move.
+    table = _table()
+    cal = result.folds[0].calibration_rows
+    columns = [*metric_columns(table), "baseline__golden_mse__value__raw"]
+    table.loc[cal, columns] = np.random.default_rng(3).normal(5.0, 3.0, (len(cal), len(columns)))
+    perturbed = run_honest_protocol(table, classifiers=CLASSIFIERS, config=CONFIG, n_outer=3)
+    np.testing.assert_array_equal(perturbed.folds[0].calibration_rows, cal)
+    learnt = ["method", "selected", "params", "threshold_std", "inner_cv_accuracy"]
+    classifiers = "kind != 'baseline'"
+    before = result.fold_details.query(f"fold == 0 and {classifiers}")
+    after = perturbed.fold_details.query(f"fold == 0 and {classifiers}")
+    pd.testing.assert_frame_equal(
+        before[learnt].reset_index(drop=True), after[learnt].reset_index(drop=True)
+    )
+    assert perturbed.folds[0].selected == result.folds[0].selected
+    assert not np.allclose(before["threshold_zfn"], after["threshold_zfn"])
