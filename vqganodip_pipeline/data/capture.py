@@ -9,10 +9,11 @@ detector's figure on that data does not show defect detection.
 
 The statistics are computed on the pixels as the pipeline reads them (after a reader's own
 normalisation, e.g. DeepPCB's re-binarisation), at the file's own resolution, before the resize
-to the working size: those are the pixels every detector downstream is given. Properties of the file that never reach the pixels (its
-byte size, its JPEG tables) are deliberately left out: what matters is whether the *detector's
-input* carries a shortcut. Compression is estimated from the pixels instead: the 8 x 8 block
-artefacts of JPEG (blockiness) and the lossless-PNG size of the grey image (bits per pixel).
+to the working size: those are the pixels every detector downstream is given. Properties of
+the file that never reach the pixels (its byte size, its JPEG tables) are deliberately left
+out: what matters is whether the *detector's input* carries a shortcut. Compression is
+estimated from the pixels instead: the 8 x 8 block artefacts of JPEG (blockiness) and the
+lossless-PNG size of the grey image (bits per pixel).
 """
 
 from __future__ import annotations
