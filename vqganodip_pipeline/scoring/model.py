@@ -93,10 +93,6 @@ class CompositeScoreModel:
         return self.risk.threshold
 
     @property
-    def margin(self) -> float:
-        return self.risk.margin
-
-    @property
     def n_abnormal_calibration(self) -> int:
         return self.risk.n_calibration
 
