@@ -154,8 +154,11 @@ def search_classifier(
     try:
         with quiet_fitting():
             search.fit(X, y)
-    except (ValueError, np.linalg.LinAlgError) as error:
-        # scikit-learn raises (rather than scoring NaN) when every candidate failed on every fold
+    except ValueError as error:
+        # scikit-learn raises (rather than scoring NaN) when every candidate failed on every
+        # fold; any other ValueError is a real error and propagates
+        if "fits failed" not in str(error):
+            raise
         raise ClassifierFitError(
             f"every {spec.name} search candidate failed to fit on {len(y)} rows: "
             f"{str(error).strip().splitlines()[0]}"
