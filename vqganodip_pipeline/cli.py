@@ -5,11 +5,14 @@ Commands:
     demo      run the main job end to end on synthetic PCBA data, in the persistent Dagster
               instance so that the UI shows the results afterwards
     evaluate  materialize the asset graph on a labelled dataset and write its report
+    trace     the audit trail of one scored image: shift, file, release, artefact digests, runs
+    settings  the settings the Dagster code location resolves from the environment
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +63,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    import dagster as dg
+
+    from vqganodip_pipeline.data.fs import s3_options
+    from vqganodip_pipeline.defs.lineage import format_trace, trace_image
+    from vqganodip_pipeline.defs.storage import StorageLocation
+
+    location = StorageLocation(base_path=args.storage, endpoint_url=args.s3_endpoint or None)
+    home = args.dagster_home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise ValueError("no Dagster instance: set DAGSTER_HOME or pass --dagster-home")
+    with dg.DagsterInstance.from_config(home) as instance:
+        entries = trace_image(
+            instance, location, args.image_id, s3_options(args.s3_endpoint or None)
+        )
+    print(json.dumps(entries, indent=2) if args.json else format_trace(entries))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    from vqganodip_pipeline.defs.settings import settings_from_env
+
+    settings = settings_from_env()
+    fields = {
+        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", "(unset)"),
+        "storage": os.environ.get("VQGANODIP_STORAGE", "storage"),
+        "inbox": os.environ.get("VQGANODIP_INBOX", "inbox"),
+        "work": settings.work_dir,
+        **settings.fingerprint_fields(),
+        "settings fingerprint": settings.fingerprint(),
+    }
+    for key, value in fields.items():
+        print(f"{key:>24}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqganodip", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,12 +120,40 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(handler=_cmd_synth)
 
     demo = sub.add_parser("demo", help="run the main job end to end on synthetic PCBA data")
-    demo.add_argument("--preset", default="demo", help="tiny | demo | paper (default: demo)")
+    demo.add_argument(
+        "--preset",
+        default=os.environ.get("VQGANODIP_PRESET", "demo"),
+        help="tiny | demo | paper (default: $VQGANODIP_PRESET, else demo; `make ui` reads the "
+        "same variable, so the UI opens the demo's settings)",
+    )
     demo.add_argument("--workdir", default=".", help="where inbox/, storage/ live (default: .)")
     demo.add_argument(
         "--fresh", action="store_true", help="regenerate the demo batches even if present"
     )
     demo.set_defaults(handler=_cmd_demo)
+
+    trace = sub.add_parser("trace", help="print the audit trail of one scored image")
+    trace.add_argument("image_id", help="content-hash id of the image (a unique prefix works)")
+    trace.add_argument(
+        "--storage",
+        default=os.environ.get("VQGANODIP_STORAGE", "storage"),
+        help="asset storage: folder or s3://bucket/prefix (default: $VQGANODIP_STORAGE)",
+    )
+    trace.add_argument(
+        "--s3-endpoint",
+        default=os.environ.get("VQGANODIP_S3_ENDPOINT", ""),
+        help="S3-compatible endpoint URL (default: $VQGANODIP_S3_ENDPOINT)",
+    )
+    trace.add_argument(
+        "--dagster-home", default="", help="instance folder (default: $DAGSTER_HOME)"
+    )
+    trace.add_argument("--json", action="store_true", help="print JSON instead of text")
+    trace.set_defaults(handler=_cmd_trace)
+
+    settings = sub.add_parser(
+        "settings", help="print the settings the code location resolves from the environment"
+    )
+    settings.set_defaults(handler=_cmd_settings)
 
     evaluate = sub.add_parser(
         "evaluate", help="run the whole method on a labelled dataset and write a report"
@@ -148,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LookupError) as exc:
         print(f"vqganodip {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -8,24 +8,53 @@ Settings come from the environment so that one code location serves a laptop and
   credentials are the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``;
 - ``VQGANODIP_PRESET`` (tiny / demo / paper, default demo), ``VQGANODIP_DEVICE`` (auto),
   ``VQGANODIP_WEIGHTS`` (optional local ImageNet MobileNetV2 weights file),
-  ``VQGANODIP_WORK`` (training checkpoints for resuming, default ``.vqganodip_work``).
+  ``VQGANODIP_WORK`` (training checkpoints for resuming, default ``.vqganodip_work``);
+- ``VQGANODIP_RESCORE_ON_RELEASE`` (``1``: a new release re-scores every shift; default ``0``:
+  a shift keeps the decision of the release that scored it), ``VQGANODIP_RETRAIN_CRON``
+  (when the model side retrains if its inputs changed, default ``0 2 * * 0``).
 """
 
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 
-from vqganodip_pipeline.defs import ingestion, metric_assets, model_assets, scoring_assets
+from vqganodip_pipeline.defs import ingestion, metric_assets, model_assets, release, scoring_assets
+from vqganodip_pipeline.defs.automation import RETRAIN_CRON, automation_sensor
+from vqganodip_pipeline.defs.catalog import annotate
 from vqganodip_pipeline.defs.jobs import (
     evaluate_model_job,
-    ingest_batch_job,
+    ingest_reference_job,
     process_batch_job,
     train_model_job,
 )
 from vqganodip_pipeline.defs.resources import BatchInbox
-from vqganodip_pipeline.defs.sensors import batch_inbox_sensor, weekly_retraining
+from vqganodip_pipeline.defs.sensors import batch_inbox_sensor
 from vqganodip_pipeline.defs.settings import PipelineSettings, settings_from_env
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
+
+ASSETS = (
+    ingestion.reference_images,
+    ingestion.batch_images,
+    ingestion.dataset_split,
+    model_assets.vqgan_checkpoint,
+    model_assets.weighting_mask,
+    metric_assets.training_metrics,
+    scoring_assets.composite_score_model,
+    release.released_model,
+    scoring_assets.evaluation_report,
+    metric_assets.batch_reconstructions,
+    metric_assets.batch_metrics,
+    scoring_assets.batch_scores,
+)
+CHECKS = (
+    ingestion.reference_has_images,
+    ingestion.batch_has_images,
+    model_assets.vqgan_checkpoint_quality,
+    metric_assets.batch_metrics_complete,
+    scoring_assets.holdout_within_stated_risk,
+    scoring_assets.zfn_holds_on_holdout,
+)
 
 
 def build_definitions(
@@ -35,9 +64,15 @@ def build_definitions(
     preset: str | None = None,
     settings: PipelineSettings | None = None,
     inbox_layout: str = "auto",
+    *,
+    rescore_on_release: bool | None = None,
+    retrain_cron: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> dg.Definitions:
     """Assemble assets, checks, jobs, sensors and resources for the given locations
-    (``settings`` replaces the ones read from the environment)."""
+    (``settings`` replaces the ones read from the environment; ``rescore_on_release`` and
+    ``retrain_cron`` default to ``VQGANODIP_RESCORE_ON_RELEASE`` (0) and
+    ``VQGANODIP_RETRAIN_CRON``; ``sources`` replaces module sources in the code versions)."""
     endpoint = s3_endpoint or os.environ.get("VQGANODIP_S3_ENDPOINT") or None
     location = StorageLocation(
         base_path=storage_base or os.environ.get("VQGANODIP_STORAGE", "storage"),
@@ -48,32 +83,26 @@ def build_definitions(
         endpoint_url=endpoint,
         layout=inbox_layout,
     )
+    settings = settings or settings_from_env(preset)
+    if rescore_on_release is None:
+        rescore_on_release = os.environ.get("VQGANODIP_RESCORE_ON_RELEASE", "0") == "1"
+    assets = annotate(
+        ASSETS,
+        settings,
+        rescore_on_release=rescore_on_release,
+        retrain_cron=retrain_cron or os.environ.get("VQGANODIP_RETRAIN_CRON", RETRAIN_CRON),
+        sources=sources,
+    )
     return dg.Definitions(
-        assets=[
-            ingestion.batch_images,
-            ingestion.dataset_split,
-            model_assets.vqgan_checkpoint,
-            model_assets.weighting_mask,
-            metric_assets.training_metrics,
-            scoring_assets.composite_score_model,
-            scoring_assets.evaluation_report,
-            metric_assets.batch_reconstructions,
-            metric_assets.batch_metrics,
-            scoring_assets.batch_scores,
-        ],
-        asset_checks=[
-            ingestion.batch_has_images,
-            model_assets.vqgan_checkpoint_quality,
-            metric_assets.batch_metrics_complete,
-            scoring_assets.zfn_holds_on_holdout,
-        ],
-        jobs=[ingest_batch_job, process_batch_job, train_model_job, evaluate_model_job],
-        sensors=[batch_inbox_sensor],
-        schedules=[weekly_retraining],
+        assets=assets,
+        asset_checks=list(CHECKS),
+        jobs=[ingest_reference_job, process_batch_job, train_model_job, evaluate_model_job],
+        sensors=[batch_inbox_sensor, automation_sensor],
         resources={
             **io_managers(location),
+            "storage": location,
             "inbox": inbox,
-            "settings": settings or settings_from_env(preset),
+            "settings": settings,
         },
     )
 

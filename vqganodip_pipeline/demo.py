@@ -71,7 +71,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
 
     from vqganodip_pipeline.definitions import build_definitions
     from vqganodip_pipeline.defs.instance import failed_checks_or_raise, prepare_instance_home
-    from vqganodip_pipeline.defs.partitions import batch_partitions
+    from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
 
     settings = get_preset(preset)
     root = Path(workdir).resolve()
@@ -88,10 +88,12 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     write_demo_batches(settings, inbox, truth_dir)
     defs = build_definitions(storage_base=str(storage), inbox_root=str(inbox), preset=settings.name)
     instance = dg.DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(batch_partitions.name))
-    new = [b for b in (REFERENCE_BATCH, PRODUCTION_BATCH) if b not in known]
-    if new:
-        instance.add_dynamic_partitions(batch_partitions.name, new)
+    for partitions, batch in (
+        (reference_partitions, REFERENCE_BATCH),
+        (shift_partitions, PRODUCTION_BATCH),
+    ):
+        if batch not in instance.get_dynamic_partitions(partitions.name):
+            instance.add_dynamic_partitions(partitions.name, [batch])
 
     failed_checks: list[str] = []
 
@@ -100,18 +102,29 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, raise_on_error=False, **kwargs
         )
-        for name, why in failed_checks_or_raise(job_name, result):
-            failed_checks.append(name)
-            print(f"[demo] CHECK FAILED {name}: {why}", flush=True)
+        for check in failed_checks_or_raise(job_name, result):
+            failed_checks.append(check.name)
+            word = "WARNING" if check.severity == "WARN" else "FAILED"
+            print(f"[demo] CHECK {word} {check.name}: {check.why}", flush=True)
         return result
 
-    run("ingest_batch", partition_key=REFERENCE_BATCH)
+    run("ingest_reference", partition_key=REFERENCE_BATCH)
     train_run = run("train_model")
     split = train_run.output_for_node("dataset_split")
     bundle = train_run.output_for_node("composite_score_model")
     run("evaluate_model")
-    score_run = run("process_batch", partition_key=PRODUCTION_BATCH)
-    scores = score_run.output_for_node("batch_scores")
+    release = instance.get_latest_materialization_event(dg.AssetKey("released_model"))
+    scores = None
+    if release is None:
+        print(
+            "[demo] no release: a blocking check rejected the candidate and no earlier release "
+            "exists, so the shift is not scored (see released_model in the UI)"
+        )
+    else:
+        released = release.asset_materialization.metadata["release_id"].value
+        print(f"[demo] release {released} serves production")
+        score_run = run("process_batch", partition_key=PRODUCTION_BATCH)
+        scores = score_run.output_for_node("batch_scores")
 
     print()
     print(f"[demo] done in {time.monotonic() - started:.0f} s")
@@ -126,7 +139,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
 def summary(
     split: pd.DataFrame,
     bundle: dict,
-    scores: pd.DataFrame,
+    scores: pd.DataFrame | None,
     truth_file: Path,
     failed_checks: list[str],
 ) -> str:
@@ -159,8 +172,12 @@ def summary(
             f"[demo] holdout: ZFN accuracy {holdout['accuracy_zfn']:.1%}, "
             f"missed {int(holdout['missed_zfn'])} of {int(holdout['n_abnormal'])} abnormal"
         )
+    if scores is None:
+        lines.append("[demo] production batch: not scored (no release)")
+        return "\n".join(lines + _checks_line(failed_checks))
     truth = pd.read_csv(truth_file) if truth_file.is_file() else None
     sent = scores["decision"].eq("to_operator")
+    lines.append(f"[demo] scored by release {scores['release_id'].iloc[0]}")
     lines.append(
         f"[demo] production batch: {len(scores)} units, {int(sent.sum())} sent to the operator"
     )
@@ -175,8 +192,10 @@ def summary(
             f"[demo]   of its {int(defective.sum())} defective units {caught} were sent to the "
             f"operator, and {false_alarms} of its {int((~defective).sum())} good units"
         )
+    return "\n".join(lines + _checks_line(failed_checks))
+
+
+def _checks_line(failed_checks: list[str]) -> list[str]:
     if failed_checks:
-        lines.append(f"[demo] failed checks: {', '.join(failed_checks)} (details in the UI)")
-    else:
-        lines.append("[demo] all asset checks passed")
-    return "\n".join(lines)
+        return [f"[demo] checks not passed: {', '.join(failed_checks)} (details in the UI)"]
+    return ["[demo] all asset checks passed"]

@@ -3,9 +3,10 @@ assets that production runs, and the report of the stored assets.
 
 The dataset folder is registered as one labelled reference batch (its folder name is the
 partition; the inbox is its parent folder) and three jobs run in process, on an ephemeral
-instance or a persistent one (``dagster_home``): ``ingest_batch`` (manifest and quarantine),
-``train_model`` (split, VQGAN, weighting mask, metric table, composite score with both
-protocols) and ``evaluate_model`` (the report). Asset storage lives under ``<out>/storage``;
+instance or a persistent one (``dagster_home``): ``ingest_reference`` (manifest and
+quarantine), ``train_model`` (split, VQGAN, weighting mask, metric table, composite score with
+both protocols, and the release when every blocking check passed) and ``evaluate_model`` (the
+report, also of a candidate that a check rejected). Asset storage lives under ``<out>/storage``;
 ``report.json``, ``report.html``, ``figures/`` and ``metrics.parquet`` in ``<out>`` are written
 from the stored assets. So a figure from ``evaluate`` is a figure of the pipeline users run:
 one set of defaults, one way to split, train, calibrate and report.
@@ -173,7 +174,9 @@ def run_config(config: EvaluationConfig) -> dict[str, Any]:
     """The run config of the three jobs (one dict; each job reads its own assets' entries)."""
     return {
         "ops": {
-            "batch_images": {"config": {"seed": config.seed, "max_groups": config.max_groups or 0}},
+            "reference_images": {
+                "config": {"seed": config.seed, "max_groups": config.max_groups or 0}
+            },
             "dataset_split": {"config": {"batches": [config.batch], "seed": config.seed}},
             "vqgan_checkpoint": {"config": {"steps": config.steps, "seed": config.seed}},
             "weighting_mask": {
@@ -210,7 +213,7 @@ def run_evaluation(
         failed_checks_or_raise,
         prepare_instance_home,
     )
-    from vqganodip_pipeline.defs.partitions import batch_partitions
+    from vqganodip_pipeline.defs.partitions import reference_partitions
     from vqganodip_pipeline.reporting import write_report
 
     check_dataset_path(config)
@@ -222,8 +225,8 @@ def run_evaluation(
     else:
         instance = dg.DagsterInstance.ephemeral()
     with instance:
-        if config.batch not in instance.get_dynamic_partitions(batch_partitions.name):
-            instance.add_dynamic_partitions(batch_partitions.name, [config.batch])
+        if config.batch not in instance.get_dynamic_partitions(reference_partitions.name):
+            instance.add_dynamic_partitions(reference_partitions.name, [config.batch])
         full = run_config(config)
         seconds: dict[str, float] = {}
 
@@ -233,12 +236,15 @@ def run_evaluation(
             try:
                 failed = failed_checks_or_raise(job_name, result)
             except JobStepError as error:
-                if job_name == "ingest_batch":
+                if job_name == "ingest_reference":
                     raise DatasetError(f"{config.dataset}: {error.message}") from error
                 raise
-            for name, why in failed:
-                failed_checks.append({"check": name, "why": why})
-                log(f"[evaluate] CHECK FAILED {name}: {why}")
+            for check in failed:
+                failed_checks.append(
+                    {"check": check.name, "why": check.why, "severity": check.severity}
+                )
+                word = "WARNING" if check.severity == "WARN" else "FAILED"
+                log(f"[evaluate] CHECK {word} {check.name}: {check.why}")
 
         def run(job_name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
             log(f"[evaluate] job {job_name} ...")
@@ -260,9 +266,9 @@ def run_evaluation(
                 for event in result.get_asset_materialization_events()
             }
 
-        ingested = run("ingest_batch", partition_key=config.batch)
-        manifest = ingested.output_for_node("batch_images", "batch_images")
-        quarantine = ingested.output_for_node("batch_images", "batch_quarantine")
+        ingested = run("ingest_reference", partition_key=config.batch)
+        manifest = ingested.output_for_node("reference_images", "reference_images")
+        quarantine = ingested.output_for_node("reference_images", "reference_quarantine")
         split = check_manifest(config, manifest)
         log(
             f"[evaluate] {config.dataset}: {len(manifest)} images read "
@@ -273,6 +279,7 @@ def run_evaluation(
         model_side = [
             key.to_user_string()
             for key in dg.AssetSelection.groups("model").resolve(defs.resolve_asset_graph())
+            if key.to_user_string() != "released_model"  # a rejected candidate is not released
         ]
         if set(model_side) - done:
             # A blocking check stopped the train_model chain. An evaluation still evaluates

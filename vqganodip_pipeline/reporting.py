@@ -709,10 +709,17 @@ def _summary(report: Mapping[str, Any]) -> str:
         else ""
     )
     for failed in report.get("failed_checks") or []:
+        if failed.get("severity") == "WARN":
+            tag, note = "check warning", "A warning-level check of the pipeline did not pass."
+        else:
+            tag = "check failed"
+            note = (
+                "The model failed this blocking check of the pipeline, so it would not be "
+                "released; this report evaluates it anyway."
+            )
         warning += (
-            f'<p class="summary"><span class="tag missed">check failed</span> '
-            f"{_e(failed.get('check', ''))}: {_e(failed.get('why', ''))}. The model failed this"
-            " check of the pipeline; this report evaluates it anyway.</p>"
+            f'<p class="summary"><span class="tag missed">{tag}</span> '
+            f"{_e(failed.get('check', ''))}: {_e(failed.get('why', ''))}. {note}</p>"
         )
     return (
         f'<p class="summary">Dataset <strong>{_e(report["dataset"])}</strong>{layout_text},'

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,9 @@ _LABEL_SYNONYMS = {
     "unknown": "unknown",
     "": "unknown",
 }
-_IGNORED_NAMES = frozenset({"labels.csv", ".ds_store", "thumbs.db", "license.txt", "readme.md"})
+_IGNORED_NAMES = frozenset(
+    {"labels.csv", "_ready", ".ds_store", "thumbs.db", "license.txt", "readme.md"}
+)
 
 
 class DatasetLayoutError(ValueError):
@@ -96,14 +98,22 @@ def detect_layout(root: str, storage_options: Mapping[str, Any] | None = None) -
     fs, path = filesystem(root, storage_options)
     if not fs.isdir(path):
         raise DatasetLayoutError(f"{root}: dataset folder does not exist")
-    names = {posixpath.basename(p.rstrip("/")).lower() for p in fs.ls(path, detail=False)}
-    if "trainval.txt" in names or "test.txt" in names:
+    return layout_of_names(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+def layout_of_names(names: Iterable[str]) -> str:
+    """The layout of a folder from the names of its top-level entries."""
+    lowered = {name.lower() for name in names}
+    if "trainval.txt" in lowered or "test.txt" in lowered:
         return "deeppcb"
-    if {"train", "test"} <= names:
+    if {"train", "test"} <= lowered:
         return "mvtec"
-    if names & {"normal", "abnormal"}:
+    if lowered & {"normal", "abnormal"}:
         return "folders"
     return "folder"
+
+
+LABELLED_LAYOUTS = ("mvtec", "deeppcb", "folders")  # reference data; "folder" needs labels.csv
 
 
 def scan_source(

@@ -1,11 +1,13 @@
-"""Ingestion assets: batch manifests with their quarantine, and the seeded dataset split."""
+"""Ingestion assets: manifests with their quarantine of reference batches and of production
+shifts (one ingestion step for both), and the seeded dataset split of the reference data."""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from vqganodip_pipeline.data import fs as data_fs
-from vqganodip_pipeline.data import manifest, sources, split
+from vqganodip_pipeline.data import split
 from vqganodip_pipeline.data.loading import load_image
 from vqganodip_pipeline.data.manifest import build_manifest, label_counts
 from vqganodip_pipeline.data.sources import scan_source
@@ -16,15 +18,13 @@ from vqganodip_pipeline.defs.metadata import (
     image_markdown,
     table_metadata,
 )
-from vqganodip_pipeline.defs.partitions import batch_partitions
+from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
+from vqganodip_pipeline.defs.policies import IO_RETRY
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_frame
-from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import contact_sheet
 
-INGEST_VERSION = code_version(sources, manifest, data_fs)
-SPLIT_VERSION = code_version(split)
 THUMBNAILS = 12
 
 
@@ -58,25 +58,11 @@ def thumbnail_grid(frame: pd.DataFrame, inbox: BatchInbox) -> dg.MarkdownMetadat
     return image_markdown(contact_sheet(images, captions, columns=6, thumb=128), "samples")
 
 
-@dg.multi_asset(
-    outs={
-        "batch_images": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            code_version=INGEST_VERSION,
-            description="Manifest of the readable images of a batch: content-hash id, URI, size, "
-            "channels, label, defect type, mask or boxes.",
-        ),
-        "batch_quarantine": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            code_version=INGEST_VERSION,
-            description="Files of the batch that could not be used, each with its reason.",
-        ),
-    },
-    partitions_def=batch_partitions,
-    group_name="production",
-)
-def batch_images(context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox):
-    """Scan the batch folder ``<inbox>/<partition>`` and read every file once."""
+def ingest_batch_folder(
+    context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """Scan ``<inbox>/<partition>``, read every file once: (manifest, quarantine, and the
+    metadata of each). The one ingestion step of reference batches and shifts."""
     batch = context.partition_key
     root = inbox.batch_uri(batch)
     layout, entries = scan_source(
@@ -109,48 +95,120 @@ def batch_images(context: dg.AssetExecutionContext, config: BatchImagesConfig, i
     )
     sizes = found.groupby(["width", "height"]).size() if len(found) else pd.Series(dtype=int)
     grid = thumbnail_grid(found, inbox)
+    found_metadata = {
+        **table_metadata(found),
+        "layout": layout,
+        "source": root,
+        "labels": counts_markdown(label_counts(found)),
+        "sizes": dg.MetadataValue.md(
+            ", ".join(f"{w}x{h}: {n}" for (w, h), n in sizes.items()) or "none"
+        ),
+        **({"samples": grid} if grid is not None else {}),
+    }
+    quarantine_metadata = {
+        **table_metadata(quarantine),
+        "quarantined": dg.MetadataValue.md(frame_markdown(quarantine[["relative_path", "reason"]]))
+        if len(quarantine)
+        else dg.MetadataValue.md("nothing quarantined"),
+    }
+    return found, quarantine, found_metadata, quarantine_metadata
+
+
+def _outputs(names: tuple[str, str], ingested: tuple) -> Iterator[dg.Output]:
+    found, quarantine, found_metadata, quarantine_metadata = ingested
     yield dg.Output(
         found,
-        output_name="batch_images",
+        output_name=names[0],
         data_version=dg.DataVersion(hash_frame(found)[:16]),
-        metadata={
-            **table_metadata(found),
-            "layout": layout,
-            "source": root,
-            "labels": counts_markdown(label_counts(found)),
-            "sizes": dg.MetadataValue.md(
-                ", ".join(f"{w}x{h}: {n}" for (w, h), n in sizes.items()) or "none"
-            ),
-            **({"samples": grid} if grid is not None else {}),
-        },
+        metadata=found_metadata,
     )
     yield dg.Output(
         quarantine,
-        output_name="batch_quarantine",
+        output_name=names[1],
         data_version=dg.DataVersion(hash_frame(quarantine)[:16]),
-        metadata={
-            **table_metadata(quarantine),
-            "quarantined": dg.MetadataValue.md(
-                frame_markdown(quarantine[["relative_path", "reason"]])
-            )
-            if len(quarantine)
-            else dg.MetadataValue.md("nothing quarantined"),
-        },
+        metadata=quarantine_metadata,
+    )
+
+
+MANIFEST_DESCRIPTION = (
+    "Manifest of the readable images of a batch: content-hash id, URI, size, channels, label, "
+    "defect type, mask or boxes, capture statistics."
+)
+QUARANTINE_DESCRIPTION = "Files of the batch that could not be used, each with its reason."
+
+
+@dg.multi_asset(
+    outs={
+        "reference_images": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            description=MANIFEST_DESCRIPTION + " Labelled reference data for the model side.",
+        ),
+        "reference_quarantine": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            description=QUARANTINE_DESCRIPTION,
+        ),
+    },
+    partitions_def=reference_partitions,
+    group_name="reference",
+    retry_policy=IO_RETRY,
+)
+def reference_images(
+    context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
+) -> Iterator[dg.Output]:
+    """Read the labelled reference batch ``<inbox>/<partition>``."""
+    yield from _outputs(
+        ("reference_images", "reference_quarantine"), ingest_batch_folder(context, config, inbox)
+    )
+
+
+@dg.multi_asset(
+    outs={
+        "batch_images": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            description=MANIFEST_DESCRIPTION + " A production shift.",
+        ),
+        "batch_quarantine": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            description=QUARANTINE_DESCRIPTION,
+        ),
+    },
+    partitions_def=shift_partitions,
+    group_name="production",
+    retry_policy=IO_RETRY,
+)
+def batch_images(
+    context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
+) -> Iterator[dg.Output]:
+    """Read the production shift ``<inbox>/<partition>``."""
+    yield from _outputs(
+        ("batch_images", "batch_quarantine"), ingest_batch_folder(context, config, inbox)
+    )
+
+
+def has_images(manifest: pd.DataFrame) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=len(manifest) > 0,
+        metadata={"images": len(manifest)},
+        description=None if len(manifest) else "every file of the batch was quarantined",
     )
 
 
 @dg.asset_check(
     asset="batch_images",
     blocking=True,
-    partitions_def=batch_partitions,
-    description="The batch has readable images.",
+    description="The shift has readable images.",
 )
 def batch_has_images(batch_images: pd.DataFrame) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=len(batch_images) > 0,
-        metadata={"images": len(batch_images)},
-        description=None if len(batch_images) else "every file of the batch was quarantined",
-    )
+    return has_images(batch_images)
+
+
+@dg.asset_check(
+    asset="reference_images",
+    blocking=True,
+    description="The reference batch has readable images.",
+)
+def reference_has_images(reference_images: pd.DataFrame) -> dg.AssetCheckResult:
+    return has_images(reference_images)
 
 
 class DatasetSplitConfig(dg.Config):
@@ -171,28 +229,27 @@ class DatasetSplitConfig(dg.Config):
 
 @dg.asset(
     io_manager_key="parquet_io_manager",
-    code_version=SPLIT_VERSION,
     group_name="model",
-    # batches registered but not ingested yet are skipped (and named in the log)
-    ins={"batch_images": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    # reference batches registered but not ingested yet are skipped
+    ins={"reference_images": dg.AssetIn(metadata={"allow_missing_partitions": True})},
 )
 def dataset_split(
     context: dg.AssetExecutionContext,
     config: DatasetSplitConfig,
-    batch_images: dict[str, pd.DataFrame],
+    reference_images: dict[str, pd.DataFrame],
     settings: PipelineSettings,
 ) -> dg.Output[pd.DataFrame]:
-    """Labelled images of the chosen batches, each assigned a seeded role: vqgan_train,
-    vqgan_val, mask_calibration, classifier_set, holdout (or unused)."""
-    chosen = config.batches or sorted(batch_images)
-    missing = sorted(set(chosen) - set(batch_images))
+    """Labelled images of the chosen reference batches, each assigned a seeded role:
+    vqgan_train, vqgan_val, mask_calibration, classifier_set, holdout (or unused)."""
+    chosen = config.batches or sorted(reference_images)
+    missing = sorted(set(chosen) - set(reference_images))
     if missing and config.batches:
-        raise dg.Failure(f"batches not ingested yet: {', '.join(missing)}")
-    frames = [batch_images[b] for b in chosen if len(batch_images[b])]
+        raise dg.Failure(f"reference batches not ingested yet: {', '.join(missing)}")
+    frames = [reference_images[b] for b in chosen if len(reference_images[b])]
     labelled = [f for f in frames if f["label"].isin(["normal", "abnormal"]).any()]
     if not labelled:
         raise dg.Failure(
-            "no labelled images in the chosen batches; ingest a labelled batch "
+            "no labelled images in the chosen reference batches; ingest a labelled batch "
             "(MVTec / DeepPCB / folders layout, or a folder with labels.csv)"
         )
     pooled = pd.concat(labelled, ignore_index=True).drop_duplicates("image_id")
@@ -224,4 +281,10 @@ def dataset_split(
     )
 
 
-__all__ = ["batch_has_images", "batch_images", "dataset_split"]
+__all__ = [
+    "batch_has_images",
+    "batch_images",
+    "dataset_split",
+    "reference_has_images",
+    "reference_images",
+]

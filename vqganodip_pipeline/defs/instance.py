@@ -2,6 +2,7 @@
 instance folder, and what a run's failed steps mean."""
 
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -26,10 +27,18 @@ class JobStepError(RuntimeError):
         self.job, self.step, self.message = job, step, message
 
 
-def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    """The ``(asset:check, why)`` of every asset check that failed in ``result``; raises
-    :class:`JobStepError` for the first step that failed otherwise (a failed blocking check
-    fails its own step, which is not an error of the run)."""
+class FailedCheck(NamedTuple):
+    """An asset check that did not pass: ``asset:check``, why, and ``ERROR`` or ``WARN``."""
+
+    name: str
+    why: str
+    severity: str
+
+
+def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[FailedCheck]:
+    """Every asset check that failed in ``result``; raises :class:`JobStepError` for the first
+    step that failed otherwise (a failed blocking check fails its own step, which is not an
+    error of the run)."""
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     check_steps = {f"{e.asset_key.to_user_string()}_{e.check_name}" for e in failed}
     for event in result.get_step_failure_events():
@@ -38,4 +47,9 @@ def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[
             raise JobStepError(
                 job, str(event.step_key), error.message.strip() if error else "unknown error"
             )
-    return [(f"{e.asset_key.to_user_string()}:{e.check_name}", e.description or "") for e in failed]
+    return [
+        FailedCheck(
+            f"{e.asset_key.to_user_string()}:{e.check_name}", e.description or "", e.severity.value
+        )
+        for e in failed
+    ]

@@ -1,28 +1,27 @@
-"""Jobs: per-batch processing and model (re)training."""
+"""Jobs: ingestion of reference data, per-shift processing, (re)training and the report.
+
+Partitioned jobs take their partitions from the assets they select (no ``partitions_def``)."""
 
 import dagster as dg
 
-from vqganodip_pipeline.defs.partitions import batch_partitions
-
-ingest_batch_job = dg.define_asset_job(
-    "ingest_batch",
-    selection=dg.AssetSelection.assets("batch_images", "batch_quarantine"),
-    partitions_def=batch_partitions,
-    description="Read one batch: manifest and quarantine (e.g. a labelled batch for training).",
+ingest_reference_job = dg.define_asset_job(
+    "ingest_reference",
+    selection=dg.AssetSelection.groups("reference"),
+    description="Read one labelled reference batch: manifest and quarantine.",
 )
 
-# Everything partitioned by batch: ingestion, reconstruction, metrics and scores.
+# Everything partitioned by shift: ingestion, reconstruction, metrics and scores.
 process_batch_job = dg.define_asset_job(
     "process_batch",
     selection=dg.AssetSelection.groups("production"),
-    partitions_def=batch_partitions,
-    description="Ingest and score one production batch with the current model.",
+    description="Ingest and score one production shift with the released model.",
 )
 
 train_model_job = dg.define_asset_job(
     "train_model",
     selection=dg.AssetSelection.groups("model"),
-    description="Split the labelled batches and (re)build the model-side assets.",
+    description="Split the reference data, (re)build the model side and release it when every "
+    "blocking check passed.",
 )
 
 # Its own job, so that a model whose blocking ZFN check failed still gets its report: the report

@@ -8,16 +8,14 @@ import pandas as pd
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images
 from vqganodip_pipeline.defs.metadata import frame_markdown, image_markdown, table_metadata
 from vqganodip_pipeline.defs.model_assets import model_bundle
-from vqganodip_pipeline.defs.partitions import batch_partitions
+from vqganodip_pipeline.defs.partitions import shift_partitions
+from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL
+from vqganodip_pipeline.defs.release import Release
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
-from vqganodip_pipeline.features import backbones
-from vqganodip_pipeline.hashing import hash_frame
-from vqganodip_pipeline.localize import candidates, patch_distance
+from vqganodip_pipeline.defs.storage import StorageLocation
+from vqganodip_pipeline.hashing import hash_arrays, hash_frame
 from vqganodip_pipeline.localize.mask import NormalVariation
-from vqganodip_pipeline.metrics import distances
-from vqganodip_pipeline.metrics import table as table_module
-from vqganodip_pipeline.model import reconstruct as reconstruct_module
 from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.pipeline import (
@@ -29,12 +27,8 @@ from vqganodip_pipeline.pipeline import (
 )
 from vqganodip_pipeline.scoring.baselines import single_metric_auroc
 from vqganodip_pipeline.scoring.table import metric_columns
-from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import draw_boxes
 from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
-
-METRICS_VERSION = code_version(table_module, candidates, patch_distance, distances, backbones)
-RECONSTRUCTION_VERSION = code_version(reconstruct_module)
 
 
 def normal_of(mask: dict[str, np.ndarray]) -> NormalVariation:
@@ -60,16 +54,16 @@ def table_summary(metrics: pd.DataFrame) -> dict:
     outs={
         "training_metrics": dg.AssetOut(
             io_manager_key="parquet_io_manager",
-            code_version=METRICS_VERSION,
             description="The metric table of the classifier_set and holdout images.",
         ),
         "training_patches": dg.AssetOut(
             io_manager_key="parquet_io_manager",
-            code_version=METRICS_VERSION,
             description="The q selected patches of every one of those images and variant.",
         ),
     },
     group_name="model",
+    pool=TORCH_POOL,
+    retry_policy=COMPUTE_RETRY,
 )
 def training_metrics(
     context: dg.AssetExecutionContext,
@@ -148,22 +142,27 @@ def training_metrics(
 
 @dg.asset(
     io_manager_key="array_io_manager",
-    code_version=RECONSTRUCTION_VERSION,
-    partitions_def=batch_partitions,
+    partitions_def=shift_partitions,
     group_name="production",
+    pool=TORCH_POOL,
+    retry_policy=COMPUTE_RETRY,
 )
 def batch_reconstructions(
     context: dg.AssetExecutionContext,
     batch_images: pd.DataFrame,
-    vqgan_checkpoint: dict,
+    released_model: dict,
     settings: PipelineSettings,
     inbox: BatchInbox,
+    storage: StorageLocation,
 ) -> dg.Output[dict[str, np.ndarray]]:
-    """x_hat of every readable image of the batch, with the model's per-image outputs."""
+    """x_hat of every readable image of the shift by the released VQGAN, with the model's
+    per-image outputs."""
     preset = settings.get_preset()
     if len(batch_images) == 0:
         raise dg.Failure(f"batch {context.partition_key}: no readable images to reconstruct")
-    checkpoint = checkpoint_from_payload(vqgan_checkpoint)
+    release = Release(released_model, storage)
+    context.log.info(f"release {release.release_id}: VQGAN {release.digest('vqgan_checkpoint')}")
+    checkpoint = checkpoint_from_payload(release.load("vqgan_checkpoint"))
     parts, outputs = [], []
     for _, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
@@ -184,7 +183,12 @@ def batch_reconstructions(
     }
     return dg.Output(
         arrays,
-        metadata={"images": len(batch_images), "mean_mse": float(frame["mse"].mean())},
+        data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
+        metadata={
+            "images": len(batch_images),
+            "mean_mse": float(frame["mse"].mean()),
+            "release_id": release.release_id,
+        },
     )
 
 
@@ -192,33 +196,36 @@ def batch_reconstructions(
     outs={
         "batch_metrics": dg.AssetOut(
             io_manager_key="parquet_io_manager",
-            code_version=METRICS_VERSION,
             description="The metric table of the batch (one row per image).",
         ),
         "batch_patches": dg.AssetOut(
             io_manager_key="parquet_io_manager",
-            code_version=METRICS_VERSION,
             description="The q selected patches of every image and variant, with distances.",
         ),
     },
-    partitions_def=batch_partitions,
+    partitions_def=shift_partitions,
     group_name="production",
+    pool=TORCH_POOL,
+    retry_policy=COMPUTE_RETRY,
 )
 def batch_metrics(
     context: dg.AssetExecutionContext,
     batch_images: pd.DataFrame,
     batch_reconstructions: dict,
-    vqgan_checkpoint: dict,
-    weighting_mask: dict,
+    released_model: dict,
     settings: PipelineSettings,
     inbox: BatchInbox,
+    storage: StorageLocation,
 ):
-    """GanoDIP localisation and the metric table of the batch's reconstructed images."""
+    """GanoDIP localisation and the metric table of the shift's reconstructed images, with the
+    released checkpoint, mask and statistics."""
     preset = settings.get_preset()
     stored_ids = list(batch_reconstructions["image_id"])
     if stored_ids != list(batch_images["image_id"]):
         raise dg.Failure("batch_reconstructions does not match batch_images: rematerialize it")
-    _, choice = model_bundle(vqgan_checkpoint, settings)
+    release = Release(released_model, storage)
+    weighting_mask = release.load("weighting_mask")
+    _, choice = model_bundle(release.load("vqgan_checkpoint"), settings)
     context.log.info(f"perceptual backbone: {choice.note}")
     outputs = pd.DataFrame(
         {
@@ -276,7 +283,6 @@ def batch_metrics(
     asset="batch_metrics",
     additional_ins={"batch_images": dg.AssetIn("batch_images")},
     blocking=True,
-    partitions_def=batch_partitions,
     description="The metric table is complete: one row per image, every metric finite.",
 )
 def batch_metrics_complete(

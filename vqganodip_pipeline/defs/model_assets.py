@@ -9,14 +9,12 @@ import torch
 
 from vqganodip_pipeline.data.loading import load_images
 from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
+from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, TRAINING_RETRY
+from vqganodip_pipeline.defs.release import record_rejection
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_arrays, hash_strings
-from vqganodip_pipeline.localize import feature_deviation as feature_deviation_module
-from vqganodip_pipeline.localize import mask as mask_module
 from vqganodip_pipeline.localize.mask import align_to_reference
-from vqganodip_pipeline.model import checkpoint as checkpoint_module
-from vqganodip_pipeline.model import train as train_module
 from vqganodip_pipeline.model.checkpoint import (
     VQGANCheckpoint,
     checkpoint_from_payload,
@@ -25,12 +23,9 @@ from vqganodip_pipeline.model.checkpoint import (
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
 from vqganodip_pipeline.pipeline import BackboneChoice, build_backbone, compute_normal_variation
-from vqganodip_pipeline.versioning import code_version
 from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
 from vqganodip_pipeline.workflow.roles import golden_sample, role_rows
 
-CHECKPOINT_VERSION = code_version(train_module, checkpoint_module)
-MASK_VERSION = code_version(mask_module, feature_deviation_module)
 FEATURE_CHUNK = 64  # training units loaded at a time for the feature statistics
 
 
@@ -58,8 +53,9 @@ class VQGANTrainingConfig(dg.Config):
 
 @dg.asset(
     io_manager_key="checkpoint_io_manager",
-    code_version=CHECKPOINT_VERSION,
     group_name="model",
+    pool=TORCH_POOL,
+    retry_policy=TRAINING_RETRY,
 )
 def vqgan_checkpoint(
     context: dg.AssetExecutionContext,
@@ -205,6 +201,8 @@ def vqgan_checkpoint_quality(
         problems.append(
             f"codebook usage {quality['val_codebook_usage']:.3f} < {config.min_codebook_usage}"
         )
+    if problems:
+        record_rejection(context, "vqgan_checkpoint:vqgan_checkpoint_quality", "; ".join(problems))
     return dg.AssetCheckResult(
         passed=not problems,
         description="; ".join(problems) or None,
@@ -225,8 +223,9 @@ class WeightingMaskConfig(dg.Config):
 
 @dg.asset(
     io_manager_key="array_io_manager",
-    code_version=MASK_VERSION,
     group_name="model",
+    pool=TORCH_POOL,
+    retry_policy=COMPUTE_RETRY,
 )
 def weighting_mask(
     context: dg.AssetExecutionContext,

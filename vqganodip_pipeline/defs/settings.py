@@ -1,11 +1,14 @@
 """The pipeline's settings resource: preset, device, optional ImageNet weights, work folder."""
 
+import functools
+import hashlib
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
+from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.metrics.table import LocalizeConfig
 from vqganodip_pipeline.model.config import TrainConfig, VQGANConfig, vqgan_preset
 from vqganodip_pipeline.presets import Preset, get_preset
@@ -62,10 +65,50 @@ class PipelineSettings(dg.ConfigurableResource):
     def backbone_weights(self) -> str | None:
         return self.backbone_weights_path or self.weights()
 
+    def fingerprint_fields(self) -> dict[str, str]:
+        """What of these settings changes results: the preset's values (its repr), the working
+        size, the backbone and the SHA-256 of each weights file. Not the device (results are
+        meant to agree across devices within tolerance) nor the work folder."""
+        preset = self.get_preset()
+        return {
+            "preset": preset.name,
+            "preset_values": hash_strings([repr(preset)])[:12],
+            "image_size": str(preset.image_size),
+            "backbone": self.backbone,
+            "weights_sha256": file_digest(self.weights_path),
+            "backbone_weights_sha256": file_digest(self.backbone_weights_path),
+        }
+
+    def fingerprint(self) -> str:
+        """12 hex characters of :meth:`fingerprint_fields`, folded into the code versions."""
+        return hash_strings(f"{k}={v}" for k, v in sorted(self.fingerprint_fields().items()))[:12]
+
     def training_dir(self, key: str) -> Path:
         path = Path(self.work_dir).resolve() / "vqgan" / key
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 (16 hex characters) of the file at ``path``; ``none`` for no path, ``missing``
+    when it does not exist (the documented fallback then applies)."""
+    if not path:
+        return "none"
+    target = Path(path)
+    if not target.is_file():
+        return "missing"
+    stat = target.stat()
+    return _file_digest(str(target.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the cache key: a replaced file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def settings_from_env(preset: str | None = None) -> PipelineSettings:

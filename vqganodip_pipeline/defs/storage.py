@@ -88,10 +88,15 @@ class VersionedIOManager(UPathIOManager):
         context.add_output_metadata(
             {
                 "stored_file": dg.MetadataValue.path(str(target)),
+                "stored_path": self.relative_path(target),
                 "stored_digest": digest,
                 "stored_bytes": len(data),
             }
         )
+
+    def relative_path(self, target: UPath) -> str:
+        """``target`` relative to the storage base, as a release names it (the base may move)."""
+        return target.path[len(self._base_path.path) :].lstrip("/")
 
     def current_file(self, path: UPath) -> UPath:
         pointer = path / POINTER
@@ -118,6 +123,29 @@ class VersionedIOManager(UPathIOManager):
         if context.has_asset_key and single:
             context.add_input_metadata({"stored_file": str(target)})
         return self._deserialize(target.read_bytes())
+
+
+class StoredFileError(RuntimeError):
+    """A stored file that is missing or whose bytes do not match the digest in its name."""
+
+
+def read_verified(location: StorageLocation, relative: str, digest: str) -> bytes:
+    """The bytes of the stored file ``relative`` (under ``location``) after checking that their
+    SHA-256 starts with ``digest``, the one a release recorded; raises :class:`StoredFileError`."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or ".." in parts:
+        raise StoredFileError(f"{relative!r}: not a path inside the storage")
+    target = location.upath() / relative
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError as exc:
+        raise StoredFileError(f"{target}: stored file is missing") from exc
+    actual = sha256_hex(data)[: len(digest)]
+    if len(digest) < 8 or actual != digest:
+        raise StoredFileError(
+            f"{target}: content digest {actual} does not match the recorded {digest}"
+        )
+    return data
 
 
 class _VersionedIOManagerFactory(dg.ConfigurableIOManagerFactory):
@@ -196,6 +224,8 @@ __all__ = [
     "ParquetIOManager",
     "PickleIOManager",
     "StorageLocation",
+    "StoredFileError",
     "VersionedIOManager",
     "io_managers",
+    "read_verified",
 ]

@@ -34,6 +34,7 @@ from vqganodip_pipeline.scoring.conformal import (
     RiskStatement,
     conformal_threshold,
     expected_miss_rate,
+    holdout_p_value,
     miss_rate_upper_bound,
 )
 from vqganodip_pipeline.scoring.honest import HonestResult, run_honest_protocol
@@ -79,6 +80,7 @@ __all__ = [
     "evaluate",
     "expected_miss_rate",
     "fit_composite_model",
+    "holdout_p_value",
     "labels_to_y",
     "metric_columns",
     "metric_importances",

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
+from scipy.stats import beta, binom
 
 from vqganodip_pipeline.scoring.thresholds import check_scores
 
@@ -72,6 +72,18 @@ def expected_miss_rate(k: int, n: int) -> float:
     a new exchangeable defect; 1.0 when ``n = 0``."""
     _check_order(k, n)
     return 1.0 if n == 0 else k / (n + 1)
+
+
+def holdout_p_value(missed: int, n: int, miss_rate: float) -> float:
+    """How surprising ``missed`` misses among ``n`` new defects are if the true miss rate were
+    ``miss_rate`` (e.g. the stated upper bound): ``P(X >= missed)`` for ``X ~ Binomial(n,
+    miss_rate)``, the one-sided binomial test. A small value is evidence that the real miss
+    rate exceeds ``miss_rate``; zero misses give 1."""
+    if n < 0 or not 0 <= missed <= n:
+        raise ValueError(f"need 0 <= missed <= n, got missed={missed}, n={n}")
+    if not 0.0 <= miss_rate <= 1.0:
+        raise ValueError(f"miss_rate must be in [0, 1], got {miss_rate}")
+    return float(binom.sf(missed - 1, n, miss_rate)) if missed else 1.0
 
 
 def order_for_target(
