@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# one set of settings for the demo and the UI (storage/ and inbox/ are relative to this folder)
+export VQGANODIP_PRESET ?= demo
 
 .PHONY: demo test lint ui bench install clean-demo
 
@@ -33,6 +35,7 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/vqganodip settings
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

@@ -85,19 +85,11 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from vqganodip_pipeline.defs.settings import settings_from_env
+    from vqganodip_pipeline.defs.settings import describe, settings_from_env
 
-    settings = settings_from_env()
-    fields = {
-        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", "(unset)"),
-        "storage": os.environ.get("VQGANODIP_STORAGE", "storage"),
-        "inbox": os.environ.get("VQGANODIP_INBOX", "inbox"),
-        "work": settings.work_dir,
-        **settings.fingerprint_fields(),
-        "settings fingerprint": settings.fingerprint(),
-    }
-    for key, value in fields.items():
-        print(f"{key:>24}: {value}")
+    storage = os.path.abspath(os.environ.get("VQGANODIP_STORAGE", "storage"))
+    inbox = os.path.abspath(os.environ.get("VQGANODIP_INBOX", "inbox"))
+    print("\n".join(describe(settings_from_env(), storage, inbox)))
     return 0
 
 

@@ -72,6 +72,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     from vqganodip_pipeline.definitions import build_definitions
     from vqganodip_pipeline.defs.instance import failed_checks_or_raise, prepare_instance_home
     from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
+    from vqganodip_pipeline.defs.settings import describe, settings_from_env
 
     settings = get_preset(preset)
     root = Path(workdir).resolve()
@@ -86,7 +87,12 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     started = time.monotonic()
     print(f"[demo] preset {settings.name}: {settings.image_size}px synthetic PCBA boards")
     write_demo_batches(settings, inbox, truth_dir)
-    defs = build_definitions(storage_base=str(storage), inbox_root=str(inbox), preset=settings.name)
+    pipeline_settings = settings_from_env(settings.name)
+    defs = build_definitions(
+        storage_base=str(storage), inbox_root=str(inbox), settings=pipeline_settings
+    )
+    print("[demo] settings (`make ui` prints the same when it opens these results):")
+    print("\n".join(describe(pipeline_settings, str(storage), str(inbox))))
     instance = dg.DagsterInstance.get()
     for partitions, batch in (
         (reference_partitions, REFERENCE_BATCH),

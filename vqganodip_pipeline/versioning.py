@@ -4,6 +4,7 @@ library code behind it changes (and a checkpoint records the code that trained i
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import os
@@ -100,6 +101,12 @@ def _module_file(name: str) -> Path | None:
 def imported_modules(name: str, source: str) -> set[str]:
     """The modules of this package that the source of module ``name`` imports (statically,
     wherever the import statement is: top level or inside a function)."""
+    return set(_imported_modules(name, source))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imported_modules(name: str, source: str) -> frozenset[str]:
+    # keyed by the text itself: a changed source is parsed again
     path = _module_file(name)
     is_package = path is not None and path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
@@ -117,7 +124,7 @@ def imported_modules(name: str, source: str) -> set[str]:
             found.add(origin)
             # "from package import module" imports the module too
             found.update(f"{origin}.{alias.name}" for alias in node.names)
-    return {m for m in found if m.split(".")[0] == PACKAGE and _module_file(m) is not None}
+    return frozenset(m for m in found if m.split(".")[0] == PACKAGE and _module_file(m) is not None)
 
 
 def module_source(name: str, sources: Mapping[str, str] | None = None) -> str:

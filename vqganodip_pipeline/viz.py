@@ -102,3 +102,32 @@ def reconstruction_strip(
         tiles += [x, x_hat, heatmap(delta, lo=0.0, hi=max(float(delta.max()), 1.0))]
         captions += ["original", "reconstruction", "|x - x_hat|"]
     return contact_sheet(tiles, captions, columns=3, thumb=thumb)
+
+
+def heatmap_figure(
+    values: np.ndarray,
+    *,
+    title: str,
+    label: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    side_in: float = 5.0,
+) -> bytes:
+    """A 2-D map as a PNG figure a person can read: scaled up, with a colour bar naming its
+    unit (``label``) and a title saying what it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(side_in + 1.2, side_in))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    shown = axes.imshow(np.asarray(values, dtype=np.float64), cmap="inferno", vmin=lo, vmax=hi)
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel("x (px)")
+    axes.set_ylabel("y (px)")
+    figure.colorbar(shown, ax=axes, label=label, fraction=0.046, pad=0.04)
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()

@@ -78,7 +78,7 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
         "&#x27;", "'"
     )
     assert "capture_shortcut" in report["baselines"] and "Shortcut check" in html
-    assert {"ingest_batch", "train_model", "evaluate_model"} <= set(report["runs_seconds"])
+    assert {"ingest_reference", "train_model", "evaluate_model"} <= set(report["runs_seconds"])
 
     # One path: the same asset graph materialized directly with its defaults (as the demo and
     # the UI do), in another storage, instance and work folder, gives the same metric table.
@@ -91,11 +91,11 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
 
 
 def materialize_directly(dataset: Path, root: Path, preset: str) -> pd.DataFrame:
-    """training_metrics of ingest_batch + train_model run with default configs."""
+    """training_metrics of ingest_reference + train_model run with default configs."""
     import dagster as dg
 
     from vqganodip_pipeline.definitions import build_definitions
-    from vqganodip_pipeline.defs.partitions import batch_partitions
+    from vqganodip_pipeline.defs.partitions import reference_partitions
     from vqganodip_pipeline.defs.settings import PipelineSettings
 
     defs = build_definitions(
@@ -106,11 +106,11 @@ def materialize_directly(dataset: Path, root: Path, preset: str) -> pd.DataFrame
         ),
     )
     with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions(batch_partitions.name, [dataset.name])
-        defs.resolve_job_def("ingest_batch").execute_in_process(
+        instance.add_dynamic_partitions(reference_partitions.name, [dataset.name])
+        defs.resolve_job_def("ingest_reference").execute_in_process(
             instance=instance, partition_key=dataset.name
         )
-        # a tiny model may fail its blocking holdout check; the metric table is made before it
+        # a tiny model may fail a blocking check; the metric table is made before the holdout one
         result = defs.resolve_job_def("train_model").execute_in_process(
             instance=instance, raise_on_error=False
         )

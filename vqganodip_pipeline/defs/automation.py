@@ -9,6 +9,7 @@
   runs if it is missing, or if its code version changed or one of its inputs updated since it
   was last requested; its downstream follows in the same run. An unchanged model side costs
   nothing.
+- The evaluation report follows each new composite score model, also of a rejected candidate.
 - ``rescore_on_release``: whether a new release also re-scores the shifts scored before it
   (default off: a shift keeps the decision of the release that scored it, and its lineage says
   which; those shifts then show as stale in the UI, which is what the setting means).
@@ -57,15 +58,28 @@ def on_retraining_cron(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
     )
 
 
-def on_report_inputs_change() -> dg.AutomationCondition:
-    """The evaluation report: after any of its inputs updated (a rejected candidate included:
-    the report is how a person finds out why)."""
+def on_new_candidate() -> dg.AutomationCondition:
+    """The evaluation report: after a new composite score model, the last step of a
+    candidate (a rejected one included: the report is how a person finds out why). Not after
+    a lone checkpoint or mask, which would report it beside an older candidate's classifier."""
+    updated = AC.any_deps_updated().allow(dg.AssetSelection.assets("composite_score_model"))
     return (
-        AC.any_deps_updated().since_last_handled()
+        updated.since_last_handled()
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
-    ).with_label("inputs updated")
+    ).with_label("new composite score model")
+
+
+def on_checked_asset_request() -> dg.AutomationCondition:
+    """An asset check: whenever the automation requests what it checks, in the same run, so
+    that its blocking checks gate the downstream of that run. Manual runs of an asset include
+    its checks already; a check that failed is not re-run by itself, so the assets below it
+    stay where they are until the asset is materialized again."""
+    return AC.any_deps_match(AC.will_be_requested()).with_label("checked asset requested")
+
+
+CHECK_AUTOMATION = on_checked_asset_request()
 
 
 def conditions(
@@ -74,7 +88,7 @@ def conditions(
     """The automation condition of every asset, by name."""
     chain = on_upstream_change(() if rescore_on_release else ("released_model",))
     model = on_retraining_cron(cron)
-    report = on_report_inputs_change()
+    report = on_new_candidate()
     return {
         "reference_images": on_new_partition(),
         "reference_quarantine": on_new_partition(),

@@ -12,9 +12,10 @@ from vqganodip_pipeline.data.loading import load_image
 from vqganodip_pipeline.data.manifest import build_manifest, label_counts
 from vqganodip_pipeline.data.sources import scan_source
 from vqganodip_pipeline.data.split import SplitConfig, assign_roles, role_counts
+from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
 from vqganodip_pipeline.defs.metadata import (
-    counts_markdown,
-    frame_markdown,
+    counts_table,
+    frame_table,
     image_markdown,
     table_metadata,
 )
@@ -99,7 +100,7 @@ def ingest_batch_folder(
         **table_metadata(found),
         "layout": layout,
         "source": root,
-        "labels": counts_markdown(label_counts(found)),
+        "labels": counts_table(label_counts(found)),
         "sizes": dg.MetadataValue.md(
             ", ".join(f"{w}x{h}: {n}" for (w, h), n in sizes.items()) or "none"
         ),
@@ -107,7 +108,7 @@ def ingest_batch_folder(
     }
     quarantine_metadata = {
         **table_metadata(quarantine),
-        "quarantined": dg.MetadataValue.md(frame_markdown(quarantine[["relative_path", "reason"]]))
+        "quarantined": frame_table(quarantine[["relative_path", "reason"]])
         if len(quarantine)
         else dg.MetadataValue.md("nothing quarantined"),
     }
@@ -194,8 +195,10 @@ def has_images(manifest: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset="batch_images",
     blocking=True,
+    partitions_def=shift_partitions,
     description="The shift has readable images.",
 )
 def batch_has_images(batch_images: pd.DataFrame) -> dg.AssetCheckResult:
@@ -203,8 +206,10 @@ def batch_has_images(batch_images: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset="reference_images",
     blocking=True,
+    partitions_def=reference_partitions,
     description="The reference batch has readable images.",
 )
 def reference_has_images(reference_images: pd.DataFrame) -> dg.AssetCheckResult:
@@ -276,7 +281,7 @@ def dataset_split(
         metadata={
             **table_metadata(result),
             "batches": dg.MetadataValue.json(chosen),
-            "roles": dg.MetadataValue.md(frame_markdown(counts, index=True)),
+            "roles": frame_table(counts, index=True),
         },
     )
 

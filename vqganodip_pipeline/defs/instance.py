@@ -10,12 +10,15 @@ import dagster as dg
 def prepare_instance_home(path: str | Path) -> Path:
     """Create ``path`` as a DAGSTER_HOME; a new one gets a ``dagster.yaml`` that switches
     telemetry off (offline-first: no usage statistics leave the machine unless the user opts
-    in). An existing ``dagster.yaml`` is left as it is."""
+    in) and lets one torch-heavy step run at a time (the ``vqganodip_torch`` pool, see
+    defs/policies.py). An existing ``dagster.yaml`` is left as it is."""
     home = Path(path)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(
+            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+        )
     return home
 
 

@@ -39,6 +39,46 @@ def frame_markdown(frame: pd.DataFrame, max_rows: int = 30, index: bool = False)
     return "\n".join([header, rule, *body, *more])
 
 
+def _column_name(column: Any) -> str:
+    # a MultiIndex column ("ZFN", "accuracy") reads as "ZFN accuracy", never as a tuple
+    if isinstance(column, tuple):
+        return " ".join(str(part) for part in column if str(part))
+    return str(column)
+
+
+def _table_value(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if not np.isfinite(value) else round(float(value), 4)
+    return str(value)
+
+
+def frame_table(
+    frame: pd.DataFrame, max_rows: int = 30, index: bool = False
+) -> dg.TableMetadataValue:
+    """(The first ``max_rows`` rows of) ``frame`` as a Dagster table, shown inline in the UI."""
+    shown = frame.head(max_rows)
+    if index:
+        shown = shown.reset_index()
+    names = [_column_name(c) for c in shown.columns]
+    records = [
+        dg.TableRecord(dict(zip(names, (_table_value(v) for v in row), strict=True)))
+        for row in shown.itertuples(index=False)
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=str(dtype))
+            for name, dtype in zip(names, shown.dtypes, strict=True)
+        ]
+    )
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
 def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
@@ -53,5 +93,5 @@ def table_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def counts_markdown(counts: Mapping[str, int]) -> dg.MarkdownMetadataValue:
-    return dg.MetadataValue.md(frame_markdown(pd.DataFrame([dict(counts)])))
+def counts_table(counts: Mapping[str, int]) -> dg.TableMetadataValue:
+    return frame_table(pd.DataFrame([dict(counts)]))

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images
-from vqganodip_pipeline.defs.metadata import frame_markdown, image_markdown, table_metadata
+from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
+from vqganodip_pipeline.defs.metadata import frame_table, image_markdown, table_metadata
 from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import shift_partitions
 from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL
@@ -117,8 +118,8 @@ def training_metrics(
     labelled = metrics[metrics["label"].isin(["normal", "abnormal"])]
     if labelled["label"].nunique() == 2:
         aurocs = single_metric_auroc(labelled).sort_values(ascending=False)
-        metadata["metric_auroc_top20"] = dg.MetadataValue.md(
-            frame_markdown(aurocs.head(20).rename("auroc").to_frame(), index=True)
+        metadata["metric_auroc_top20"] = frame_table(
+            aurocs.head(20).rename("auroc").to_frame(), index=True
         )
     abnormal = rows[rows["label"] == "abnormal"].head(1)
     if len(abnormal):
@@ -280,9 +281,11 @@ def batch_metrics(
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset="batch_metrics",
     additional_ins={"batch_images": dg.AssetIn("batch_images")},
     blocking=True,
+    partitions_def=shift_partitions,
     description="The metric table is complete: one row per image, every metric finite.",
 )
 def batch_metrics_complete(

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from vqganodip_pipeline.data.loading import load_images
+from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
 from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
 from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, TRAINING_RETRY
 from vqganodip_pipeline.defs.release import record_rejection
@@ -23,7 +24,7 @@ from vqganodip_pipeline.model.checkpoint import (
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.model.train import evaluate_reconstruction, train_vqgan
 from vqganodip_pipeline.pipeline import BackboneChoice, build_backbone, compute_normal_variation
-from vqganodip_pipeline.viz import heatmap, reconstruction_strip, training_curves_png
+from vqganodip_pipeline.viz import heatmap_figure, reconstruction_strip, training_curves_png
 from vqganodip_pipeline.workflow.roles import golden_sample, role_rows
 
 FEATURE_CHUNK = 64  # training units loaded at a time for the feature statistics
@@ -168,6 +169,7 @@ class QualityFloors(dg.Config):
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset=vqgan_checkpoint,
     additional_ins={"dataset_split": dg.AssetIn("dataset_split")},
     blocking=True,
@@ -289,13 +291,26 @@ def weighting_mask(
     if normal.weights is not None:
         metadata["mean_weight"] = float(normal.weights.mean())
         metadata["share_below_0.5"] = float((normal.weights < 0.5).mean())
-        metadata["heat_map"] = image_markdown(
-            np.concatenate([images[0], heatmap(normal.weights, lo=0.0, hi=1.0)], axis=1),
-            "weighting mask W (bright = trusted pixels)",
+        metadata["heat_map"] = png_markdown(
+            heatmap_figure(
+                normal.weights,
+                title=f"Weighting mask W from m = {len(rows)} normal units: dark = pixels whose "
+                "reconstruction error normal units share (down-weighted)",
+                label="W (1 = fully trusted pixel)",
+                lo=0.0,
+                hi=1.0,
+            ),
+            "weighting mask W",
         )
+        metadata["reference_unit"] = image_markdown(images[0], "first mask-calibration unit")
     if normal.std is not None:
-        metadata["normal_variation"] = image_markdown(
-            heatmap(normal.std), "per-pixel standard deviation of the difference on normal units"
+        metadata["normal_variation"] = png_markdown(
+            heatmap_figure(
+                normal.std,
+                title="Per-pixel standard deviation of |x - x_hat| on normal units",
+                label="std of the difference (intensity, 1 = full range)",
+            ),
+            "normal variation",
         )
     return dg.Output(
         arrays, data_version=dg.DataVersion(hash_arrays(arrays)[:16]), metadata=metadata

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline import serialization
-from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown
+from vqganodip_pipeline.defs.metadata import frame_table, png_markdown
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, read_verified
 from vqganodip_pipeline.hashing import hash_strings
@@ -96,10 +96,14 @@ def gate_problems(
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     for key in keys:
         record = latest.get(key)
-        evaluation = record.evaluation if record is not None else None
         label = f"{artefact.asset}:{key.name}"
-        if evaluation is None:
-            problems.append(f"{label} has not run on {artefact.asset} {artefact.data_version}")
+        # a check planned in a run that stopped before it (or skipped) has no evaluation
+        evaluation = record.evaluation if record is not None else None
+        if not isinstance(evaluation, dg.AssetCheckEvaluation):
+            problems.append(
+                f"{label} has no result for {artefact.asset} {artefact.data_version} "
+                f"(latest: {record.status.value if record else 'never run'})"
+            )
             continue
         target = evaluation.target_materialization_data
         if target is None or target.storage_id != artefact.storage_id:
@@ -125,9 +129,11 @@ def build_release(
             "candidate not released (the previous release keeps serving): " + "; ".join(problems)
         )
     composite = metadata["composite_score_model"]
-    release_id = hash_strings(a.digest for a in artefacts.values())[:16]
     return {
-        "release_id": release_id,
+        # which files: a refit writes a new file (its fit time differs), so a new release id
+        "release_id": hash_strings(a.digest for a in artefacts.values())[:16],
+        # what they compute: an identical refit keeps it, and leaves the scored shifts fresh
+        "data_version": hash_strings(a.data_version for a in artefacts.values())[:16],
         "released_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id,
         "artefacts": {name: a.to_dict() for name, a in artefacts.items()},
@@ -224,7 +230,7 @@ def release_history(instance: dg.DagsterInstance, limit: int = HISTORY) -> pd.Da
 
 def record_rejection(context: dg.AssetCheckExecutionContext, check: str, why: str) -> None:
     """Log a rejected candidate on ``released_model``'s timeline (a blocking check failed)."""
-    context.log_event(
+    context.op_execution_context.log_event(
         dg.AssetObservation(
             asset_key=RELEASED,
             metadata={"rejected_by": check, "why": why or "check failed"},
@@ -271,9 +277,9 @@ def release_metadata(manifest: dict[str, Any], history: pd.DataFrame) -> dict[st
         "classifier": manifest["classifier"],
         "threshold": manifest["threshold"],
         "risk": dg.MetadataValue.md(manifest["risk"] or "n/a"),
-        "artefacts": dg.MetadataValue.md(frame_markdown(files)),
+        "artefacts": frame_table(files),
         "checks_passed": dg.MetadataValue.json(manifest["checks_passed"]),
-        "history": dg.MetadataValue.md(frame_markdown(history)),
+        "history": frame_table(history),
     }
     for key in ("honest_zfn_accuracy", "holdout_accuracy_zfn", "holdout_fpr_zfn"):
         if np.isfinite(manifest[key]):
@@ -306,7 +312,7 @@ def released_model(
     context: dg.AssetExecutionContext, settings: PipelineSettings
 ) -> dg.Output[dict[str, Any]]:
     """Release the latest model-side candidate once its gates passed (see the module)."""
-    manifest = build_release(context.instance, context.run_id, settings)
+    manifest = build_release(context.instance, context.run.run_id, settings)
     previous = release_history(context.instance)
     current = pd.DataFrame(
         [
@@ -318,7 +324,7 @@ def released_model(
                 "honest_zfn_accuracy": manifest["honest_zfn_accuracy"],
                 "holdout_fpr_zfn": manifest["holdout_fpr_zfn"],
                 "why": "",
-                "run_id": context.run_id[:8],
+                "run_id": context.run.run_id[:8],
             }
         ]
     )
@@ -326,6 +332,6 @@ def released_model(
     context.log.info(f"released {manifest['release_id']}: {manifest['artefacts']}")
     return dg.Output(
         manifest,
-        data_version=dg.DataVersion(manifest["release_id"]),
+        data_version=dg.DataVersion(manifest["data_version"]),
         metadata=release_metadata(manifest, history),
     )

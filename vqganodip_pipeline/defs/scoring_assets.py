@@ -1,13 +1,21 @@
 """The composite anomaly score: the shipped model with its leaderboards and checks, and the
 scores of every production batch."""
 
+import posixpath
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from vqganodip_pipeline import scoring, serialization
-from vqganodip_pipeline.defs.metadata import frame_markdown, png_markdown, table_metadata
+from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
+from vqganodip_pipeline.defs.metadata import (
+    frame_table,
+    image_markdown,
+    png_markdown,
+    table_metadata,
+)
 from vqganodip_pipeline.defs.metric_assets import normal_of
 from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import shift_partitions
@@ -34,6 +42,7 @@ from vqganodip_pipeline.workflow.scoring import (
 )
 
 TOP_PATCHES = 3
+FLAGGED_SHOWN = 12  # units drawn with their patches in batch_scores' metadata
 LEADERBOARD_COLUMNS = (
     "classifier",
     "accuracy_std",
@@ -58,10 +67,10 @@ def search_config(settings: PipelineSettings, iterations: int, seed: int) -> Sea
     )
 
 
-def leaderboard_markdown(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
+def leaderboard_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
     shown = [c for c in LEADERBOARD_COLUMNS if c in frame.columns]
     extra = [c for c in ("kind",) if c in frame.columns]
-    return dg.MetadataValue.md(frame_markdown(frame[shown[:1] + extra + shown[1:]]))
+    return frame_table(frame[shown[:1] + extra + shown[1:]])
 
 
 class CompositeScoreConfig(dg.Config):
@@ -145,13 +154,13 @@ def composite_score_model(
         "calibration_fpr": float(model.calibration["fpr_zfn"]),
         "metrics_in": len(model.feature_names_in),
         "metrics_kept": len(model.feature_names_kept),
-        "selection": leaderboard_markdown(model.selection),
+        "selection": leaderboard_table(model.selection),
         "params": dg.MetadataValue.json(model.params),
         "versions": dg.MetadataValue.json(model.versions),
     }
     if outcome.honest_leaderboard is not None:
         honest = outcome.honest_leaderboard
-        metadata["honest_leaderboard"] = leaderboard_markdown(honest)
+        metadata["honest_leaderboard"] = leaderboard_table(honest)
         composite = honest[honest["classifier"] == "composite"]
         if len(composite):
             metadata["honest_zfn_accuracy"] = float(composite.iloc[0]["accuracy_zfn"])
@@ -163,8 +172,8 @@ def composite_score_model(
         if outcome.shortcut["warning"]:
             context.log.warning(outcome.shortcut["statement"])
     if outcome.paper_leaderboard is not None:
-        metadata["paper_table1"] = dg.MetadataValue.md(
-            frame_markdown(scoring.table1(outcome.paper_leaderboard), index=True)
+        metadata["paper_table1"] = frame_table(
+            scoring.table1(outcome.paper_leaderboard), index=True
         )
     calibration = model.calibration_scores
     metadata["score_distribution_calibration"] = png_markdown(
@@ -217,6 +226,7 @@ RISK_TEST_LEVEL = 0.05  # a holdout this unlikely under the stated bound blocks 
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset=composite_score_model,
     blocking=True,
     description="The holdout agrees with the shipped threshold's statement of risk: the misses "
@@ -258,6 +268,7 @@ def holdout_within_stated_risk(
 
 
 @dg.asset_check(
+    automation_condition=CHECK_AUTOMATION,
     asset=composite_score_model,
     description="Warning only: the shipped threshold keeps every abnormal holdout image. A "
     "finite calibration set cannot promise that (see the statement of risk); a miss here is "
@@ -294,10 +305,13 @@ def zfn_holds_on_holdout(composite_score_model: dict) -> dg.AssetCheckResult:
 )
 def batch_scores(
     context: dg.AssetExecutionContext,
+    batch_images: pd.DataFrame,
     batch_metrics: pd.DataFrame,
     batch_patches: pd.DataFrame,
     released_model: dict,
     storage: StorageLocation,
+    settings: PipelineSettings,
+    inbox: BatchInbox,
 ) -> dg.Output[pd.DataFrame]:
     """Composite score and decision of every image of the shift (``to_operator`` when the
     score reaches the released ZFN threshold), its most anomalous patches, and the lineage of
@@ -312,19 +326,41 @@ def batch_scores(
         top=TOP_PATCHES,
     ).assign(batch=context.partition_key, **release.lineage())
     decisions = result["decision"].eq("to_operator").to_numpy()
+    ranked = result.assign(file=result["uri"].map(lambda u: posixpath.basename(str(u))))
+    ranked = ranked.sort_values("score", ascending=False)
+    model = bundle["model"]
     metadata = {
         **table_metadata(result),
+        "release_id": release.release_id,
+        "threshold": float(model.threshold),
         "to_operator": int(decisions.sum()),
         "passed": int((~decisions).sum()),
-        "scores": dg.MetadataValue.md(
-            frame_markdown(
-                result.sort_values("score", ascending=False)[
-                    ["image_id", "label", "score", "decision"]
-                ],
-                max_rows=20,
-            )
+        "scores": frame_table(
+            ranked[["file", "decision", "score", "label", "image_id"]], max_rows=30
+        ),
+        "score_histogram": png_markdown(
+            scoring.plot_shift_scores(
+                result["score"], model.threshold, f"shift {context.partition_key}"
+            ),
+            "scores of the shift with the threshold",
         ),
     }
+    flagged = ranked[ranked["decision"] == "to_operator"].head(FLAGGED_SHOWN)
+    sheet = worst_images_figure(
+        flagged,
+        batch_patches,
+        batch_images,
+        settings.get_preset().image_size,
+        inbox.storage_options(),
+        captions=[
+            f"{f[:18]} {v:.3f}" for f, v in zip(flagged["file"], flagged["score"], strict=True)
+        ],
+        patches_per_image=TOP_PATCHES,
+    )
+    if sheet is not None:
+        metadata["flagged_units"] = image_markdown(
+            sheet, f"the {len(flagged)} highest-scoring units sent to the operator"
+        )
     metadata["labelled_seen_in_training"] = int(
         (result["label"].isin(["normal", "abnormal"]) & result["seen_in_training"]).sum()
     )

@@ -89,6 +89,20 @@ class PipelineSettings(dg.ConfigurableResource):
         return path
 
 
+def describe(settings: PipelineSettings, storage: str, inbox: str) -> list[str]:
+    """The settings a run uses, one per line: what ``vqganodip settings`` (and so ``make ui``)
+    and the demo print, so a person can see that the UI opens what the demo wrote."""
+    fields = {
+        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", "(unset)"),
+        "storage": storage,
+        "inbox": inbox,
+        "work": settings.work_dir,
+        **settings.fingerprint_fields(),
+        "settings fingerprint": settings.fingerprint(),
+    }
+    return [f"{key:>24}: {value}" for key, value in fields.items()]
+
+
 def file_digest(path: str) -> str:
     """SHA-256 (16 hex characters) of the file at ``path``; ``none`` for no path, ``missing``
     when it does not exist (the documented fallback then applies)."""

@@ -25,7 +25,7 @@ from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.versioning import closure_hash, module_source
 
 _P = "vqganodip_pipeline."
-_INGEST = ("data.sources", "data.manifest", "data.fs", "data.loading", "viz")
+_INGEST = ("data", "data.sources", "data.manifest", "data.fs", "data.loading", "viz")
 _MODEL = ("model.checkpoint", "pipeline", "data.loading", "workflow.roles")
 # asset -> (defining Dagster module, library modules it calls)
 ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -39,8 +39,14 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
         "defs.model_assets",
         (*_MODEL, "localize.mask", "localize.feature_deviation", "viz"),
     ),
-    "training_metrics": ("defs.metric_assets", (*_MODEL, "scoring.baselines", "scoring.table")),
-    "training_patches": ("defs.metric_assets", (*_MODEL, "scoring.baselines", "scoring.table")),
+    "training_metrics": (
+        "defs.metric_assets",
+        (*_MODEL, "scoring.baselines", "scoring.table", "viz"),
+    ),
+    "training_patches": (
+        "defs.metric_assets",
+        (*_MODEL, "scoring.baselines", "scoring.table", "viz"),
+    ),
     "composite_score_model": (
         "defs.scoring_assets",
         ("scoring", "workflow.scoring", "workflow.roles"),
@@ -49,7 +55,10 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     "batch_reconstructions": ("defs.metric_assets", (*_MODEL, "model.reconstruct")),
     "batch_metrics": ("defs.metric_assets", (*_MODEL, "scoring.table")),
     "batch_patches": ("defs.metric_assets", (*_MODEL, "scoring.table")),
-    "batch_scores": ("defs.scoring_assets", ("workflow.scoring", "serialization", "viz")),
+    "batch_scores": (
+        "defs.scoring_assets",
+        ("workflow.scoring", "workflow.report", "serialization", "viz"),
+    ),
     "evaluation_report": (
         "defs.scoring_assets",
         ("workflow.report", "workflow.scoring", "reporting"),

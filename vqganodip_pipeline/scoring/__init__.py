@@ -45,6 +45,7 @@ from vqganodip_pipeline.scoring.plots import (
     plot_metric_importances,
     plot_roc,
     plot_score_distributions,
+    plot_shift_scores,
 )
 from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
 from vqganodip_pipeline.scoring.report import rank_leaderboard, table1
@@ -88,6 +89,7 @@ __all__ = [
     "plot_metric_importances",
     "plot_roc",
     "plot_score_distributions",
+    "plot_shift_scores",
     "rank_leaderboard",
     "run_honest_protocol",
     "run_paper_protocol",

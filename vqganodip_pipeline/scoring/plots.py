@@ -146,3 +146,30 @@ def plot_metric_importances(
     axes.set_xlabel(f"importance ({importances.name})")
     axes.set_title(title)
     return _png(figure)
+
+
+def plot_shift_scores(
+    scores: object, threshold: float, title: str = "Scores of the shift", bins: int = 30
+) -> bytes:
+    """Histogram of an (unlabelled) shift's scores with the threshold: how many units pass and
+    how many go to the operator, and how close the passing ones came."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0 or not np.isfinite(s).all():
+        raise ValueError("plot_shift_scores needs at least one finite score")
+    figure = Figure(figsize=(7, 3.5))
+    axes = figure.add_subplot()
+    low, high = min(float(s.min()), threshold), max(float(s.max()), threshold)
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    flagged = s >= threshold
+    axes.hist(
+        s[~flagged], bins=edges, color="tab:blue", alpha=0.7, label=f"pass (n={(~flagged).sum()})"
+    )
+    axes.hist(
+        s[flagged], bins=edges, color="tab:red", alpha=0.7, label=f"to operator (n={flagged.sum()})"
+    )
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    axes.set_xlabel("composite anomaly score")
+    axes.set_ylabel("units")
+    axes.set_title(title)
+    axes.legend()
+    return _png(figure)

@@ -75,23 +75,26 @@ def worst_images_figure(
     size: int,
     storage_options: Mapping[str, Any],
     columns: int = 4,
+    captions: Sequence[str] | None = None,
+    patches_per_image: int = 10,
 ) -> np.ndarray | None:
-    """The images of ``chosen`` (:func:`worst_image_rows`) with their ten best raw patches."""
+    """The images of ``chosen`` (image_id, label, score; e.g. :func:`worst_image_rows`) with
+    their ``patches_per_image`` best raw patches drawn; captions default to label and score."""
     if len(chosen) == 0:
         return None
     by_id = rows.set_index("image_id")
-    tiles, captions = [], []
+    tiles, default_captions = [], []
     for item in chosen.itertuples():
         image = load_images(by_id.loc[[item.image_id]].reset_index(), size, storage_options)[0]
         best = patches[(patches["image_id"] == item.image_id) & (patches["variant"] == "raw")]
         boxes = list(
-            best.nsmallest(10, "rank")[["top", "left", "size", "size"]].itertuples(
+            best.nsmallest(patches_per_image, "rank")[["top", "left", "size", "size"]].itertuples(
                 index=False, name=None
             )
         )
         tiles.append(draw_boxes(image, boxes))
-        captions.append(f"{item.label[:3]} {item.score:.3f}")
-    return contact_sheet(tiles, captions, columns=columns, thumb=192)
+        default_captions.append(f"{item.label[:3]} {item.score:.3f}")
+    return contact_sheet(tiles, captions or default_captions, columns=columns, thumb=192)
 
 
 PRODUCTION_STAGES = ("load", "reconstruct", "features", "metrics", "score")

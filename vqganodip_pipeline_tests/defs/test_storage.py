@@ -1,5 +1,7 @@
 """IO managers round-trip assets on local disk and on a real S3 endpoint (moto_server)."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -116,3 +118,26 @@ def test_unreachable_bucket_is_a_clear_error(s3_endpoint: str, aws_credentials: 
     location = StorageLocation(base_path="s3://no-such-bucket/x", endpoint_url=s3_endpoint)
     with pytest.raises(StorageUnreachableError, match="s3://no-such-bucket/x"):
         location.upath()
+
+
+def test_read_verified_checks_the_recorded_digest_and_stays_inside_the_storage(
+    tmp_path: Path,
+) -> None:
+    from vqganodip_pipeline.defs.storage import StoredFileError, read_verified
+    from vqganodip_pipeline.hashing import sha256_hex
+
+    location = StorageLocation(base_path=str(tmp_path / "storage"))
+    data = b"a released artefact"
+    digest = sha256_hex(data)[:16]
+    target = tmp_path / "storage" / "asset" / f"{digest}.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data)
+    assert read_verified(location, f"asset/{digest}.bin", digest) == data
+    target.write_bytes(data + b"!")  # tampered or truncated after the release named it
+    with pytest.raises(StoredFileError, match="does not match"):
+        read_verified(location, f"asset/{digest}.bin", digest)
+    with pytest.raises(StoredFileError, match="missing"):
+        read_verified(location, "asset/0000000000000000.bin", "0000000000000000")
+    (tmp_path / "outside.bin").write_bytes(data)
+    with pytest.raises(StoredFileError, match="not a path inside"):
+        read_verified(location, "../outside.bin", digest)

@@ -172,3 +172,19 @@ def test_calibration_rows_never_reach_a_fit() -> None:
     own = recipe.chosen.pipeline.predict_proba(X[cal])[:, 1]
     np.testing.assert_allclose(own, recipe.chosen.calibration_scores)
     assert recipe.chosen.threshold == own[y[cal] == 1].min()
+
+
+def test_holdout_p_value_is_the_one_sided_binomial_tail() -> None:
+    from math import comb
+
+    from vqganodip_pipeline.scoring.conformal import holdout_p_value
+
+    n, p = 20, 0.139
+    for missed in range(0, 8):
+        direct = sum(comb(n, x) * p**x * (1 - p) ** (n - x) for x in range(missed, n + 1))
+        assert holdout_p_value(missed, n, p) == pytest.approx(direct, rel=1e-9, abs=1e-12)
+    # the demo's 2 misses of 20 under a 13.9 % bound are unremarkable; 7 are not
+    assert holdout_p_value(2, 20, 0.139) > 0.5
+    assert holdout_p_value(7, 20, 0.139) < 0.05
+    with pytest.raises(ValueError):
+        holdout_p_value(3, 2, 0.1)

@@ -55,3 +55,21 @@ def test_metric_importances_per_classifier_family() -> None:
     assert permutation["pixel__noise0__sum__raw"] < permutation.iloc[0]
     image = _image(plot_metric_importances(permutation, top=10))
     assert image.shape[0] > 100
+
+
+def test_shift_histogram_and_heatmap_figure_are_pngs() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vqganodip_pipeline.scoring.plots import plot_shift_scores
+    from vqganodip_pipeline.viz import heatmap_figure
+
+    png = plot_shift_scores(np.array([0.1, 0.2, 0.9]), threshold=0.5)
+    assert Image.open(io.BytesIO(png)).size[0] > 300
+    with pytest.raises(ValueError):
+        plot_shift_scores(np.array([]), threshold=0.5)
+    mask = heatmap_figure(np.random.default_rng(0).random((16, 16)), title="W", label="weight")
+    # scaled up far beyond the 16 px map, with room for the colour bar
+    assert Image.open(io.BytesIO(mask)).size[0] > 300

@@ -1,0 +1,95 @@
+"""Code versions: the import closure they hash, and the table of which modules each asset calls."""
+
+import ast
+
+import pytest
+
+from vqganodip_pipeline.defs.settings import PipelineSettings
+from vqganodip_pipeline.defs.versions import ASSET_CODE, asset_code_version
+from vqganodip_pipeline.versioning import (
+    PACKAGE_ROOT,
+    imported_modules,
+    module_closure,
+    module_source,
+)
+
+P = "vqganodip_pipeline."
+
+
+def test_imported_modules_resolves_absolute_relative_and_function_level_imports() -> None:
+    source = (
+        "from vqganodip_pipeline.scoring import thresholds\n"
+        "from . import table\n"
+        "from .conformal import RiskStatement\n"
+        "import numpy as np\n"
+        "def f():\n"
+        "    from vqganodip_pipeline.hashing import sha256_hex\n"
+    )
+    found = imported_modules(P + "scoring.model", source)
+    assert found == {
+        "vqganodip_pipeline.scoring",
+        P + "scoring.thresholds",
+        P + "scoring.table",
+        P + "scoring.conformal",
+        P + "hashing",
+    }
+
+
+def test_the_closure_follows_imports_transitively_and_only_within_the_package() -> None:
+    closure = module_closure([P + "scoring.model"])
+    assert P + "scoring.thresholds" in closure  # model -> calibrate -> conformal -> thresholds
+    assert all(name.startswith(P) for name in closure)
+    assert P + "model.train" not in closure and P + "defs.release" not in closure
+    # every module it lists exists as a file, and its text is what is hashed
+    for name, text in closure.items():
+        assert text == module_source(name)
+
+
+def test_a_source_change_changes_exactly_the_versions_whose_closure_holds_it() -> None:
+    settings = PipelineSettings(preset="tiny")
+    module = P + "scoring.thresholds"
+    changed = {module: module_source(module) + "\n# changed\n"}
+    moved = {
+        name
+        for name in ASSET_CODE
+        if asset_code_version(name, settings) != asset_code_version(name, settings, changed)
+    }
+    holds = {
+        name
+        for name, (_, modules) in ASSET_CODE.items()
+        if module in module_closure([P + m for m in modules])
+    }
+    assert moved == holds
+    assert "composite_score_model" in moved and "vqgan_checkpoint" not in moved
+
+
+def test_settings_move_every_version_but_the_ingestion_ones() -> None:
+    tiny, demo = PipelineSettings(preset="tiny"), PipelineSettings(preset="demo")
+    for name in ASSET_CODE:
+        same = asset_code_version(name, tiny) == asset_code_version(name, demo)
+        assert same == name.startswith(("reference_", "batch_images", "batch_quarantine")), name
+
+
+@pytest.mark.parametrize("defining", sorted({defining for defining, _ in ASSET_CODE.values()}))
+def test_asset_code_covers_every_library_module_its_dagster_module_imports(defining: str) -> None:
+    # what a Dagster module imports from the library is called by one of its assets; the table
+    # must name it (or a module importing it) for at least one of them
+    imported = {
+        m
+        for m in imported_modules(P + defining, module_source(P + defining))
+        if not m.startswith(P + "defs") and m != "vqganodip_pipeline"
+    }
+    covered: set[str] = set()
+    for where, modules in ASSET_CODE.values():
+        if where == defining:
+            covered |= set(module_closure([P + m for m in modules]))
+    assert imported <= covered, sorted(imported - covered)
+
+
+def test_every_asset_of_the_code_location_has_a_version_entry() -> None:
+    from vqganodip_pipeline.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == set(ASSET_CODE)
+    assert (PACKAGE_ROOT / "defs" / "versions.py").is_file()
+    ast.parse(module_source(P + "defs.versions"))
