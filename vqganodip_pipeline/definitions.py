@@ -57,6 +57,16 @@ CHECKS = (
 )
 
 
+def s3_credentials() -> dict[str, dg.EnvVar]:
+    """S3 credentials as references to the environment (``dg.EnvVar``), so that the UI, the
+    run config and the logs show the variable's name, never its value; none when unset (the
+    usual botocore chain then applies)."""
+    names = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}
+    if all(os.environ.get(name) for name in names.values()):
+        return {field: dg.EnvVar(name) for field, name in names.items()}
+    return {}
+
+
 def build_definitions(
     storage_base: str | None = None,
     inbox_root: str | None = None,
@@ -77,11 +87,13 @@ def build_definitions(
     location = StorageLocation(
         base_path=storage_base or os.environ.get("VQGANODIP_STORAGE", "storage"),
         endpoint_url=endpoint,
+        **s3_credentials(),
     )
     inbox = BatchInbox(
         root=inbox_root or os.environ.get("VQGANODIP_INBOX", "inbox"),
         endpoint_url=endpoint,
         layout=inbox_layout,
+        **s3_credentials(),
     )
     settings = settings or settings_from_env(preset)
     if rescore_on_release is None:

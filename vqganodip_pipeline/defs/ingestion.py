@@ -32,11 +32,18 @@ THUMBNAILS = 12
 class BatchImagesConfig(dg.Config):
     """How to read a batch folder."""
 
-    layout: str = ""  # "" = the inbox's layout (auto-detected by default)
-    expected_width: int = 0  # 0 = accept any size
-    expected_height: int = 0
-    expected_channels: int = 0  # 0 = accept any; 1 gray, 3 RGB
-    deeppcb_train_fraction: float = 0.5  # share of DeepPCB pairs on the reconstruction side
+    layout: str = Field(
+        default="",
+        description="mvtec, deeppcb, folders or folder; empty = the inbox's (auto-detected)",
+    )
+    expected_width: int = Field(default=0, description="required width in px; 0 = any")
+    expected_height: int = Field(default=0, description="required height in px; 0 = any")
+    expected_channels: int = Field(
+        default=0, description="required channels (1 grey, 3 RGB); 0 = any"
+    )
+    deeppcb_train_fraction: float = Field(
+        default=0.5, description="share of DeepPCB pairs on the reconstruction side"
+    )
     seed: int = Field(default=0, description="seeds the DeepPCB pair split and max_groups")
     max_groups: int = Field(
         default=0,
@@ -223,13 +230,18 @@ class DatasetSplitConfig(dg.Config):
         default_factory=list, description="labelled batches to use; empty = all of them"
     )
     m: int = Field(default=0, description="mask-calibration images; 0 = the preset's m")
-    val_fraction: float = 0.1
-    max_val: int = 32
+    val_fraction: float = Field(
+        default=0.1, description="share of the reconstruction-side normals validating the VQGAN"
+    )
+    max_val: int = Field(default=32, description="at most this many VQGAN validation images")
     holdout_fraction: float = Field(
         default=-1.0, description="share of evaluation groups in holdout; < 0 = the preset's"
     )
-    balance_normals: bool = True
-    seed: int = 0
+    balance_normals: bool = Field(
+        default=True,
+        description="move surplus normals from the classifier set to the reconstruction side",
+    )
+    seed: int = Field(default=0, description="seeds every role assignment")
 
 
 @dg.asset(

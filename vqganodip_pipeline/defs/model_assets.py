@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from vqganodip_pipeline.data.loading import load_images
 from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
@@ -47,9 +48,13 @@ def model_bundle(
 class VQGANTrainingConfig(dg.Config):
     """Overrides of the preset's training budget."""
 
-    steps: int = 0  # 0 = the preset's
-    resume: bool = True  # continue an interrupted run on the same data and configs
-    seed: int = 0  # seeds the initialisation, the batches and the augmentations
+    steps: int = Field(default=0, description="training steps; 0 = the preset's")
+    resume: bool = Field(
+        default=True, description="continue an interrupted run on the same data and configs"
+    )
+    seed: int = Field(
+        default=0, description="seeds the initialisation, the batches and the augmentations"
+    )
 
 
 @dg.asset(
@@ -164,8 +169,14 @@ def _weights_of(payload: dict) -> dict[str, np.ndarray]:
 
 
 class QualityFloors(dg.Config):
-    min_val_psnr_db: float = 18.0
-    min_codebook_usage: float = 0.02
+    """Floors of the blocking checkpoint check."""
+
+    min_val_psnr_db: float = Field(
+        default=18.0, description="held-out normal reconstruction PSNR floor, dB"
+    )
+    min_codebook_usage: float = Field(
+        default=0.02, description="share of codebook entries the held-out images use, floor"
+    )
 
 
 @dg.asset_check(
@@ -215,12 +226,21 @@ def vqgan_checkpoint_quality(
 class WeightingMaskConfig(dg.Config):
     """The weighting mask is for fixed-position products; switch it off for others."""
 
-    enabled: bool = True  # the paper's W (weighted variant)
-    standardized: bool = True  # per-pixel difference statistics (standardized variant)
-    alignment: str = "none"  # "phase": align each image to the first before differencing
+    enabled: bool = Field(default=True, description="the paper's W (weighted variant)")
+    standardized: bool = Field(
+        default=True,
+        description="per-pixel difference and per-position feature statistics (standardized "
+        "variant)",
+    )
+    alignment: str = Field(
+        default="none",
+        description="none, or phase: align each image to the first before differencing",
+    )
     # feature statistics (standardized variant) also from the VQGAN's training and validation
     # units: they need no reconstruction, and more units give a better covariance
-    training_units_for_features: bool = True
+    training_units_for_features: bool = Field(
+        default=True, description="feature statistics also from the VQGAN's own normal units"
+    )
 
 
 @dg.asset(

@@ -76,11 +76,15 @@ def leaderboard_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
 class CompositeScoreConfig(dg.Config):
     """Budget and protocols of the composite score."""
 
-    iterations: int = 0  # randomized-search candidates per classifier; 0 = the preset's
+    iterations: int = Field(
+        default=0, description="randomized-search candidates per classifier; 0 = the preset's"
+    )
     classifiers: list[str] = Field(
         default_factory=list, description="classifier codes; empty = the preset's"
     )
-    margin: float = 0.0  # subtracted from the ZFN threshold (probability units)
+    margin: float = Field(
+        default=0.0, description="subtracted from the ZFN threshold (probability units)"
+    )
     calibration_fraction: float = Field(
         default=1.0 / 3.0,
         description="share of the classifier set held out to calibrate the shipped threshold "
@@ -94,9 +98,13 @@ class CompositeScoreConfig(dg.Config):
         description="0 = threshold at the lowest calibration defect score; a rate in (0, 1) = "
         "the highest threshold whose confidence bound still certifies that miss rate",
     )
-    paper_protocol: bool = True  # also run the paper's in-sample protocol (Table 1)
-    honest_protocol: bool = True  # nested evaluation with baselines
-    seed: int = 0
+    paper_protocol: bool = Field(
+        default=True, description="also run the paper's in-sample protocol (Table 1)"
+    )
+    honest_protocol: bool = Field(
+        default=True, description="nested evaluation on unseen folds, with the baselines"
+    )
+    seed: int = Field(default=0, description="seeds the search, the folds and the split")
 
 
 @dg.asset(

@@ -120,6 +120,17 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+def release_parallel_workers() -> None:
+    """Stop joblib's idle worker processes (``n_jobs`` != 1 keeps a pool alive for 300 s).
+
+    A Dagster step runs in its own process, and idle workers that outlive it hold its output
+    pipes open: the next step of the run waited the pool's idle timeout (a 310 s gap after
+    ``composite_score_model`` was seen). Call it when the parallel part of a step is done."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
 def search_classifier(
     spec: ClassifierSpec,
     X: np.ndarray,

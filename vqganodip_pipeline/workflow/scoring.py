@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline import scoring
+from vqganodip_pipeline.scoring.search import release_parallel_workers
 
 Log = Callable[[str], None]
 
@@ -47,6 +48,37 @@ def score_metric_table(
     Both protocols use the same search settings (the same per-fold metric selection included),
     so they differ in protocol only: the paper's in-sample threshold against the honest
     protocol's split-conformal threshold on unseen folds."""
+    try:
+        return _score_metric_table(
+            metrics,
+            classifiers=classifiers,
+            search=search,
+            outer_folds=outer_folds,
+            calibration=calibration,
+            margin=margin,
+            paper_protocol=paper_protocol,
+            honest_protocol=honest_protocol,
+            log=log,
+            progress=progress,
+        )
+    finally:
+        # idle joblib workers would outlive the step and stall the next one (see there)
+        release_parallel_workers()
+
+
+def _score_metric_table(
+    metrics: pd.DataFrame,
+    *,
+    classifiers: tuple[str, ...] | None,
+    search: scoring.SearchConfig,
+    outer_folds: int,
+    calibration: scoring.CalibrationConfig | None = None,
+    margin: float = 0.0,
+    paper_protocol: bool = True,
+    honest_protocol: bool = True,
+    log: Log = print,
+    progress: Callable[[Any], None] | None = None,
+) -> ScoringOutcome:
     seconds: dict[str, float] = {}
     begin = time.perf_counter()
     shipped = scoring.fit_composite_model(

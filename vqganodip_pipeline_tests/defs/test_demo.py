@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from vqganodip_pipeline.cli import main
@@ -24,6 +25,7 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
 
     instance = dg.DagsterInstance.get()
     for key in (
+        "released_model",
         "dataset_split",
         "vqgan_checkpoint",
         "weighting_mask",
@@ -47,6 +49,15 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     assert metadata["dagster/row_count"].value == 8
     stored = Path(metadata["stored_file"].value)
     assert stored.is_file() and stored.is_relative_to(tmp_path / "storage")
+    assert "release" in out and "scored by release" in out
+    # the audit trail of one scored unit, from the instance and storage the demo wrote
+    scores = pd.read_parquet(stored)
+    image = str(scores.iloc[0]["image_id"])
+    assert main(["trace", image[:8], "--storage", str(tmp_path / "storage")]) == 0
+    trail = capsys.readouterr().out
+    assert f"image {image}" in trail and "shift-0001" in trail
+    assert scores.iloc[0]["release_id"] in trail
+    assert scores.iloc[0]["checkpoint_digest"] in trail and "same bytes as scored: yes" in trail
     report_event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
     report_file = Path(report_event.asset_materialization.metadata["stored_file"].value)
     report = json.loads(report_file.read_text())

@@ -141,3 +141,71 @@ def test_read_verified_checks_the_recorded_digest_and_stays_inside_the_storage(
     (tmp_path / "outside.bin").write_bytes(data)
     with pytest.raises(StoredFileError, match="not a path inside"):
         read_verified(location, "../outside.bin", digest)
+
+
+def test_trace_reads_scores_and_release_from_s3(
+    s3_bucket: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    import json
+
+    from vqganodip_pipeline import serialization
+    from vqganodip_pipeline.defs.lineage import format_trace, trace_image
+    from vqganodip_pipeline.hashing import image_id, sha256_hex
+
+    base = f"s3://{s3_bucket}/assets"
+    root = UPath(base, endpoint_url=s3_endpoint)
+    location = StorageLocation(base_path=base, endpoint_url=s3_endpoint)
+    unit = tmp_path / "unit.png"
+    unit.write_bytes(b"pretend png bytes")
+
+    def store(asset: str, data: bytes, suffix: str, partition: str | None = None) -> dict:
+        digest = sha256_hex(data)[:16]
+        relative = "/".join([asset, *([partition] if partition else []), digest + suffix])
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+        return {"stored_path": relative, "stored_digest": digest}
+
+    artefacts = {
+        name: {**store(name, name.encode(), ".bin"), "run_id": "r0", "materialized_at": "t"}
+        for name in ("vqgan_checkpoint", "weighting_mask", "composite_score_model")
+    }
+    manifest = {
+        "release_id": "rel0000000000001",
+        "artefacts": {
+            name: {"path": a["stored_path"], "digest": a["stored_digest"], **a}
+            for name, a in artefacts.items()
+        },
+        "checks_passed": ["vqgan_checkpoint:vqgan_checkpoint_quality"],
+        "risk": "a statement",
+    }
+    scores = pd.DataFrame(
+        {
+            "image_id": [image_id(unit.read_bytes())],
+            "uri": [str(unit)],
+            "score": [0.7],
+            "threshold": [0.5],
+            "decision": ["to_operator"],
+            "release_id": ["rel0000000000001"],
+            "checkpoint_digest": [artefacts["vqgan_checkpoint"]["stored_digest"]],
+            "mask_digest": [artefacts["weighting_mask"]["stored_digest"]],
+            "classifier_digest": [artefacts["composite_score_model"]["stored_digest"]],
+        }
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        release_meta = store("released_model", json.dumps(manifest).encode(), ".json")
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "released_model", metadata={**release_meta, "release_id": "rel0000000000001"}
+            )
+        )
+        scores_meta = store(
+            "batch_scores", serialization.frame_to_parquet(scores), ".parquet", "shift-9"
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("batch_scores", partition="shift-9", metadata=scores_meta)
+        )
+        (entry,) = trace_image(instance, location, scores["image_id"][0][:8])
+    assert entry["shift"] == "shift-9" and entry["decision"] == "to_operator"
+    assert entry["file_unchanged"] is True
+    assert entry["release"]["artefacts"]["weighting_mask"]["digest"] == scores["mask_digest"][0]
+    assert "rel0000000000001" in format_trace([entry])

@@ -184,3 +184,36 @@ def test_a_classifier_whose_every_search_fit_raises_is_skipped() -> None:
         {"failing": FAILING, "probe": PROBE}, table.X, table.y, splits, config
     )
     assert [c.code for c in candidates] == ["probe"]
+
+
+def test_release_parallel_workers_leaves_no_worker_process_behind() -> None:
+    import os
+    import time
+    from pathlib import Path
+
+    from joblib import Parallel, delayed
+
+    from vqganodip_pipeline.scoring.search import release_parallel_workers
+
+    def children() -> set[int]:
+        # loky worker processes whose parent is this one (Linux /proc); loky's resource
+        # tracker is not one: it ends with its parent
+        found = set()
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+                command = (status.parent / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if fields.get("PPid", "").strip() == str(os.getpid()) and b"popen_loky" in command:
+                found.add(int(status.parent.name))
+        return found
+
+    before = children()
+    assert Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    assert children() - before, "loky should have started worker processes"
+    release_parallel_workers()
+    deadline = time.monotonic() + 10
+    while children() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not children() - before
