@@ -67,6 +67,9 @@ class BatchInbox(dg.ConfigurableResource):
         skipped."""
         check_reachable(self.root, self.storage_options())
         fs, base = filesystem(self.root, self.storage_options())
+        # fsspec keeps listings of a (shared, cached) S3 filesystem: a sensor process ticks for
+        # days, so every tick must see the store as it is now
+        fs.invalidate_cache(base)
         if is_local(fs) and not fs.isdir(base):
             return []
         names = []
@@ -80,6 +83,7 @@ class BatchInbox(dg.ConfigurableResource):
         """Whether batch folder ``name`` is ready, whether it carries labels, and a fingerprint
         of its files (paths, sizes, modification times) that changes when any file does."""
         fs, base = filesystem(self.batch_uri(name), self.storage_options())
+        fs.invalidate_cache(base)
         files = fs.find(base, detail=True)
         if not files:
             return FolderState(name, ready=False, layout="folder", labels_csv=False, fingerprint="")

@@ -209,3 +209,27 @@ def test_trace_reads_scores_and_release_from_s3(
     assert entry["file_unchanged"] is True
     assert entry["release"]["artefacts"]["weighting_mask"]["digest"] == scores["mask_digest"][0]
     assert "rel0000000000001" in format_trace([entry])
+
+
+def test_inbox_on_s3_sees_folders_that_arrive_between_ticks(
+    s3_bucket: str, s3_endpoint: str
+) -> None:
+    import boto3
+
+    from vqganodip_pipeline.defs.resources import BatchInbox
+
+    # the line uploads with its own client, not through this process's (cached) filesystem
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+    def upload(key: str, data: bytes) -> None:
+        client.put_object(Bucket=s3_bucket, Key=f"inbox/{key}", Body=data)
+
+    upload("shift-1/a.png", b"x")
+    inbox = BatchInbox(root=f"s3://{s3_bucket}/inbox", endpoint_url=s3_endpoint, settle_seconds=0.0)
+    assert inbox.ready_batches() == ["shift-1"]
+    # a long-lived sensor process: fsspec's cached listing must not hide the new folder
+    upload("shift-2/b.png", b"y")
+    assert inbox.ready_batches() == ["shift-1", "shift-2"]
+    before = inbox.inspect("shift-2").fingerprint
+    upload("shift-2/c.png", b"z")
+    assert inbox.inspect("shift-2").fingerprint != before
