@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,38 +36,19 @@ if str(REPO_ROOT) not in sys.path:
 from bench._common import display_path, load_average, write_result  # noqa: E402
 from vqganodip_pipeline.defs.resources import BatchInbox  # noqa: E402
 from vqganodip_pipeline.defs.sensors import RECHECK_PER_TICK, InboxCursor, plan_tick  # noqa: E402
+from vqganodip_pipeline.local_services import ServiceError, moto_server  # noqa: E402
 
 FILES_PER_BATCH = 20
 
 
 @contextmanager
 def moto_endpoint() -> Iterator[str | None]:
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    if server is None:
-        yield None
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """moto_server's endpoint, or None (a local folder then) where it is not installed."""
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        with moto_server() as endpoint:
+            yield endpoint
+    except ServiceError:
+        yield None
 
 
 def fill_inbox(root: str, endpoint: str | None, batches: int) -> BatchInbox:

@@ -28,53 +28,16 @@ def mobilenet_weights() -> Path:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint: moto_server on 127.0.0.1, started for the session and stopped after."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
+    from vqganodip_pipeline.local_services import ServiceError, moto_server
 
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
-        "moto_server"
-    )
-    if server is None:
-        pytest.fail("moto_server not installed: install the dev extras (pip install -e '.[dev]')")
-    port = _free_port()
-    process = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto_server did not start on {endpoint}")
-            time.sleep(0.2)
     try:
-        yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        with moto_server() as endpoint:
+            yield endpoint
+    except ServiceError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture()

@@ -145,52 +145,43 @@ MANIFEST_DESCRIPTION = (
 QUARANTINE_DESCRIPTION = "Files of the batch that could not be used, each with its reason."
 
 
-@dg.multi_asset(
-    outs={
-        "reference_images": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            description=MANIFEST_DESCRIPTION + " Labelled reference data for the model side.",
-        ),
-        "reference_quarantine": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            description=QUARANTINE_DESCRIPTION,
-        ),
-    },
-    partitions_def=reference_partitions,
-    group_name="reference",
-    retry_policy=IO_RETRY,
-)
-def reference_images(
-    context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
-) -> Iterator[dg.Output]:
-    """Read the labelled reference batch ``<inbox>/<partition>``."""
-    yield from _outputs(
-        ("reference_images", "reference_quarantine"), ingest_batch_folder(context, config, inbox)
+def ingestion_asset(
+    prefix: str,
+    partitions: dg.DynamicPartitionsDefinition,
+    group: str,
+    what: str,
+) -> dg.AssetsDefinition:
+    """The ``<prefix>_images`` + ``<prefix>_quarantine`` multi-asset of one kind of batch
+    folder (reference batches and shifts are read the same way, by one step)."""
+    images, quarantine = f"{prefix}_images", f"{prefix}_quarantine"
+
+    @dg.multi_asset(
+        name=images,
+        outs={
+            images: dg.AssetOut(
+                io_manager_key="parquet_io_manager",
+                description=f"{MANIFEST_DESCRIPTION} {what}",
+            ),
+            quarantine: dg.AssetOut(
+                io_manager_key="parquet_io_manager", description=QUARANTINE_DESCRIPTION
+            ),
+        },
+        partitions_def=partitions,
+        group_name=group,
+        retry_policy=IO_RETRY,
     )
+    def ingest(
+        context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
+    ) -> Iterator[dg.Output]:
+        yield from _outputs((images, quarantine), ingest_batch_folder(context, config, inbox))
+
+    return ingest
 
 
-@dg.multi_asset(
-    outs={
-        "batch_images": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            description=MANIFEST_DESCRIPTION + " A production shift.",
-        ),
-        "batch_quarantine": dg.AssetOut(
-            io_manager_key="parquet_io_manager",
-            description=QUARANTINE_DESCRIPTION,
-        ),
-    },
-    partitions_def=shift_partitions,
-    group_name="production",
-    retry_policy=IO_RETRY,
+reference_images = ingestion_asset(
+    "reference", reference_partitions, "reference", "Labelled reference data for the model side."
 )
-def batch_images(
-    context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
-) -> Iterator[dg.Output]:
-    """Read the production shift ``<inbox>/<partition>``."""
-    yield from _outputs(
-        ("batch_images", "batch_quarantine"), ingest_batch_folder(context, config, inbox)
-    )
+batch_images = ingestion_asset("batch", shift_partitions, "production", "A production shift.")
 
 
 def has_images(manifest: pd.DataFrame) -> dg.AssetCheckResult:

@@ -49,98 +49,72 @@ def score_metric_table(
     so they differ in protocol only: the paper's in-sample threshold against the honest
     protocol's split-conformal threshold on unseen folds."""
     try:
-        return _score_metric_table(
+        seconds: dict[str, float] = {}
+        begin = time.perf_counter()
+        shipped = scoring.fit_composite_model(
             metrics,
             classifiers=classifiers,
-            search=search,
-            outer_folds=outer_folds,
+            config=search,
             calibration=calibration,
             margin=margin,
-            paper_protocol=paper_protocol,
-            honest_protocol=honest_protocol,
-            log=log,
             progress=progress,
         )
+        seconds["fit_composite_model"] = time.perf_counter() - begin
+        log(f"shipped model: {shipped.classifier_name}. {shipped.risk.sentence()}")
+        paper = honest = None
+        if paper_protocol:
+            log("paper protocol (search, leave-one-out, in-sample threshold) ...")
+            begin = time.perf_counter()
+            paper = scoring.run_paper_protocol(
+                metrics,
+                classifiers=classifiers,
+                config=search,
+                progress=progress,
+            )
+            seconds["paper_protocol"] = time.perf_counter() - begin
+        if honest_protocol:
+            log(f"honest protocol ({outer_folds} outer folds, the shipped recipe in each) ...")
+            begin = time.perf_counter()
+            honest = scoring.run_honest_protocol(
+                metrics,
+                classifiers=classifiers,
+                config=search,
+                calibration=calibration,
+                n_outer=outer_folds,
+                margin=margin,
+                progress=progress,
+            )
+            seconds["honest_protocol"] = time.perf_counter() - begin
+        holdout_rows = metrics[metrics["role"] == "holdout"]
+        holdout = (
+            scoring.evaluate(shipped, holdout_rows)
+            if len(holdout_rows) and holdout_rows["label"].nunique() == 2
+            else None
+        )
+        shortcut = None
+        if honest is not None:
+            shortcut = shortcut_finding(
+                honest.leaderboard, metrics[metrics["role"] == "classifier_set"]
+            )
+            if shortcut is not None:
+                (log if not shortcut["warning"] else lambda m: log(f"WARNING: {m}"))(
+                    shortcut["statement"]
+                )
+        return ScoringOutcome(
+            shortcut=shortcut,
+            shipped=shipped,
+            paper_leaderboard=None if paper is None else paper.leaderboard,
+            honest_leaderboard=None if honest is None else honest.leaderboard,
+            honest_predictions=None
+            if honest is None
+            else honest.predictions[honest.predictions["method"] == "composite"],
+            holdout=holdout,
+            seconds=seconds,
+        )
+
     finally:
         # idle joblib workers would outlive the step and stall the next one (see there)
         release_parallel_workers()
-
-
-def _score_metric_table(
-    metrics: pd.DataFrame,
-    *,
-    classifiers: tuple[str, ...] | None,
-    search: scoring.SearchConfig,
-    outer_folds: int,
-    calibration: scoring.CalibrationConfig | None = None,
-    margin: float = 0.0,
-    paper_protocol: bool = True,
-    honest_protocol: bool = True,
-    log: Log = print,
-    progress: Callable[[Any], None] | None = None,
-) -> ScoringOutcome:
-    seconds: dict[str, float] = {}
-    begin = time.perf_counter()
-    shipped = scoring.fit_composite_model(
-        metrics,
-        classifiers=classifiers,
-        config=search,
-        calibration=calibration,
-        margin=margin,
-        progress=progress,
-    )
-    seconds["fit_composite_model"] = time.perf_counter() - begin
-    log(f"shipped model: {shipped.classifier_name}. {shipped.risk.sentence()}")
-    paper = honest = None
-    if paper_protocol:
-        log("paper protocol (search, leave-one-out, in-sample threshold) ...")
-        begin = time.perf_counter()
-        paper = scoring.run_paper_protocol(
-            metrics,
-            classifiers=classifiers,
-            config=search,
-            progress=progress,
-        )
-        seconds["paper_protocol"] = time.perf_counter() - begin
-    if honest_protocol:
-        log(f"honest protocol ({outer_folds} outer folds, the shipped recipe in each) ...")
-        begin = time.perf_counter()
-        honest = scoring.run_honest_protocol(
-            metrics,
-            classifiers=classifiers,
-            config=search,
-            calibration=calibration,
-            n_outer=outer_folds,
-            margin=margin,
-            progress=progress,
-        )
-        seconds["honest_protocol"] = time.perf_counter() - begin
-    holdout_rows = metrics[metrics["role"] == "holdout"]
-    holdout = (
-        scoring.evaluate(shipped, holdout_rows)
-        if len(holdout_rows) and holdout_rows["label"].nunique() == 2
-        else None
-    )
-    shortcut = None
-    if honest is not None:
-        shortcut = shortcut_finding(
-            honest.leaderboard, metrics[metrics["role"] == "classifier_set"]
-        )
-        if shortcut is not None:
-            (log if not shortcut["warning"] else lambda m: log(f"WARNING: {m}"))(
-                shortcut["statement"]
-            )
-    return ScoringOutcome(
-        shortcut=shortcut,
-        shipped=shipped,
-        paper_leaderboard=None if paper is None else paper.leaderboard,
-        honest_leaderboard=None if honest is None else honest.leaderboard,
-        honest_predictions=None
-        if honest is None
-        else honest.predictions[honest.predictions["method"] == "composite"],
-        holdout=holdout,
-        seconds=seconds,
-    )
 
 
 def shortcut_finding(leaderboard: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any] | None:
