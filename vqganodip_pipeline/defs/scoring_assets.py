@@ -24,7 +24,7 @@ from vqganodip_pipeline.defs.release import Release, record_rejection
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation
-from vqganodip_pipeline.hashing import hash_frame, hash_strings, sha256_hex
+from vqganodip_pipeline.hashing import hash_arrays, hash_frame, hash_strings, sha256_hex
 from vqganodip_pipeline.reporting import render_html, validate_report
 from vqganodip_pipeline.scoring import SearchConfig
 from vqganodip_pipeline.workflow.report import (
@@ -487,10 +487,22 @@ def evaluation_report(
         ),
         "end_to_end_s_per_image": float(report["seconds_per_image"]["end_to_end"]),
     }
-    yield dg.Output(report, output_name="evaluation_report", metadata=summary)
-    yield dg.Output(page, output_name="evaluation_report_html", metadata=summary)
+    arrays = {name: np.frombuffer(data, dtype=np.uint8) for name, data in figures.items()}
     yield dg.Output(
-        {name: np.frombuffer(data, dtype=np.uint8) for name, data in figures.items()},
+        report,
+        output_name="evaluation_report",
+        data_version=dg.DataVersion(sha256_hex(serialization.dict_to_json(report))[:16]),
+        metadata=summary,
+    )
+    yield dg.Output(
+        page,
+        output_name="evaluation_report_html",
+        data_version=dg.DataVersion(sha256_hex(page.encode("utf-8"))[:16]),
+        metadata=summary,
+    )
+    yield dg.Output(
+        arrays,
         output_name="evaluation_figures",
+        data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
         metadata={"figures": dg.MetadataValue.json(sorted(figures))},
     )
