@@ -28,33 +28,14 @@ from vqganodip_pipeline.defs.jobs import (
     process_batch_job,
     train_model_job,
 )
+from vqganodip_pipeline.defs.keys import PREFIX
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.sensors import batch_inbox_sensor
 from vqganodip_pipeline.defs.settings import PipelineSettings, settings_from_env
 from vqganodip_pipeline.defs.storage import StorageLocation, io_managers
 
-ASSETS = (
-    ingestion.reference_images,
-    ingestion.batch_images,
-    ingestion.dataset_split,
-    model_assets.vqgan_checkpoint,
-    model_assets.weighting_mask,
-    metric_assets.training_metrics,
-    scoring_assets.composite_score_model,
-    release.released_model,
-    scoring_assets.evaluation_report,
-    metric_assets.batch_reconstructions,
-    metric_assets.batch_metrics,
-    scoring_assets.batch_scores,
-)
-CHECKS = (
-    ingestion.reference_has_images,
-    ingestion.batch_has_images,
-    model_assets.vqgan_checkpoint_quality,
-    metric_assets.batch_metrics_complete,
-    scoring_assets.holdout_within_stated_risk,
-    scoring_assets.zfn_holds_on_holdout,
-)
+# the Dagster modules whose assets and checks make up the code location
+MODULES = (ingestion, model_assets, metric_assets, scoring_assets, release)
 
 
 def s3_credentials() -> dict[str, dg.EnvVar]:
@@ -99,7 +80,7 @@ def build_definitions(
     if rescore_on_release is None:
         rescore_on_release = os.environ.get("VQGANODIP_RESCORE_ON_RELEASE", "0") == "1"
     assets = annotate(
-        ASSETS,
+        dg.load_assets_from_modules(list(MODULES), key_prefix=PREFIX),
         settings,
         rescore_on_release=rescore_on_release,
         retrain_cron=retrain_cron or os.environ.get("VQGANODIP_RETRAIN_CRON", RETRAIN_CRON),
@@ -107,7 +88,7 @@ def build_definitions(
     )
     return dg.Definitions(
         assets=assets,
-        asset_checks=list(CHECKS),
+        asset_checks=dg.load_asset_checks_from_modules(list(MODULES), asset_key_prefix=PREFIX),
         jobs=[ingest_reference_job, process_batch_job, train_model_job, evaluate_model_job],
         sensors=[batch_inbox_sensor, automation_sensor],
         resources={

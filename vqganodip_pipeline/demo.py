@@ -71,6 +71,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
 
     from vqganodip_pipeline.definitions import build_definitions
     from vqganodip_pipeline.defs.instance import failed_checks_or_raise, prepare_instance_home
+    from vqganodip_pipeline.defs.keys import key
     from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
     from vqganodip_pipeline.defs.settings import describe, settings_from_env
 
@@ -119,7 +120,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     split = train_run.output_for_node("dataset_split")
     bundle = train_run.output_for_node("composite_score_model")
     run("evaluate_model")
-    release = instance.get_latest_materialization_event(dg.AssetKey("released_model"))
+    release = instance.get_latest_materialization_event(key("released_model"))
     scores = None
     if release is None:
         print(

@@ -213,6 +213,7 @@ def run_evaluation(
         failed_checks_or_raise,
         prepare_instance_home,
     )
+    from vqganodip_pipeline.defs.keys import key, name_of
     from vqganodip_pipeline.defs.partitions import reference_partitions
     from vqganodip_pipeline.reporting import write_report
 
@@ -261,10 +262,7 @@ def run_evaluation(
             return result
 
         def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
-            return {
-                event.asset_key.to_user_string()
-                for event in result.get_asset_materialization_events()
-            }
+            return {name_of(event.asset_key) for event in result.get_asset_materialization_events()}
 
         ingested = run("ingest_reference", partition_key=config.batch)
         manifest = ingested.output_for_node("reference_images", "reference_images")
@@ -277,9 +275,9 @@ def run_evaluation(
         trained = run("train_model")
         done = materialized(trained)
         model_side = [
-            key.to_user_string()
-            for key in dg.AssetSelection.groups("model").resolve(defs.resolve_asset_graph())
-            if key.to_user_string() != "released_model"  # a rejected candidate is not released
+            name_of(asset_key)
+            for asset_key in dg.AssetSelection.groups("model").resolve(defs.resolve_asset_graph())
+            if name_of(asset_key) != "released_model"  # a rejected candidate is not released
         ]
         if set(model_side) - done:
             # A blocking check stopped the train_model chain. An evaluation still evaluates
@@ -291,7 +289,7 @@ def run_evaluation(
             remaining = sorted(set(model_side) - done)
             rest = dg.materialize(
                 list(defs.assets or []),
-                selection=dg.AssetSelection.assets(*remaining).without_checks(),
+                selection=dg.AssetSelection.assets(*map(key, remaining)).without_checks(),
                 instance=instance,
                 resources=defs.resources,
                 run_config={

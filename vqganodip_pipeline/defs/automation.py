@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from vqganodip_pipeline.defs.keys import key
+
 RETRAIN_CRON = "0 2 * * 0"
 AC = dg.AutomationCondition
 
@@ -41,7 +43,7 @@ def on_upstream_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:
     """Run a new partition, or one whose dependencies updated (those in ``ignore`` aside)."""
     updated = AC.any_deps_updated()
     if ignore:
-        updated = updated.ignore(dg.AssetSelection.assets(*ignore))
+        updated = updated.ignore(dg.AssetSelection.assets(*(key(name) for name in ignore)))
     return ((AC.newly_missing() | updated).since_last_handled() & _runnable()).with_label(
         "new partition or upstream updated" + (f" (not {', '.join(ignore)})" if ignore else "")
     )
@@ -62,7 +64,7 @@ def on_new_candidate() -> dg.AutomationCondition:
     """The evaluation report: after a new composite score model, the last step of a
     candidate (a rejected one included: the report is how a person finds out why). Not after
     a lone checkpoint or mask, which would report it beside an older candidate's classifier."""
-    updated = AC.any_deps_updated().allow(dg.AssetSelection.assets("composite_score_model"))
+    updated = AC.any_deps_updated().allow(dg.AssetSelection.assets(key("composite_score_model")))
     return (
         updated.since_last_handled()
         & ~AC.any_deps_missing()

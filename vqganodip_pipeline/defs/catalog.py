@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 
 from vqganodip_pipeline.defs import automation
+from vqganodip_pipeline.defs.keys import name_of
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.versions import asset_code_version
 
@@ -48,7 +49,7 @@ def annotate(
     conditions = automation.conditions(rescore_on_release, retrain_cron)
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
-        name = spec.key.to_user_string()
+        name = name_of(spec.key)
         if name not in KINDS or name not in conditions:
             raise KeyError(f"{name}: not in defs/catalog.py KINDS or defs/automation.py")
         return spec.replace_attributes(

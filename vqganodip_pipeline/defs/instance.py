@@ -43,7 +43,9 @@ def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[
     step that failed otherwise (a failed blocking check fails its own step, which is not an
     error of the run)."""
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    check_steps = {f"{e.asset_key.to_user_string()}_{e.check_name}" for e in failed}
+    # a check's step is named after its asset's plain name (the key has the code location's
+    # prefix; the op does not)
+    check_steps = {f"{e.asset_key.path[-1]}_{e.check_name}" for e in failed}
     for event in result.get_step_failure_events():
         if event.step_key not in check_steps:
             error = event.step_failure_data.error
@@ -51,8 +53,6 @@ def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[
                 job, str(event.step_key), error.message.strip() if error else "unknown error"
             )
     return [
-        FailedCheck(
-            f"{e.asset_key.to_user_string()}:{e.check_name}", e.description or "", e.severity.value
-        )
+        FailedCheck(f"{e.asset_key.path[-1]}:{e.check_name}", e.description or "", e.severity.value)
         for e in failed
     ]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from vqganodip_pipeline import serialization
 from vqganodip_pipeline.data.fs import read_bytes
+from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.release import RELEASED
 from vqganodip_pipeline.defs.storage import StorageLocation, StoredFileError, read_verified
 from vqganodip_pipeline.hashing import image_id as content_id
@@ -34,7 +35,7 @@ def _metadata(record: Any) -> dict[str, Any]:
 
 def find_release(instance: dg.DagsterInstance, location: StorageLocation, release_id: str) -> dict:
     """The manifest of release ``release_id``, from its materialization in the instance."""
-    for record in instance.fetch_materializations(dg.AssetKey(RELEASED), limit=1000).records:
+    for record in instance.fetch_materializations(key(RELEASED), limit=1000).records:
         metadata = _metadata(record)
         if metadata.get("release_id") == release_id:
             manifest = serialization.json_to_dict(_stored(location, metadata))
@@ -51,11 +52,11 @@ def trace_image(
     """Every scored row of ``image_id`` (or a unique prefix of it) with its full lineage."""
     if len(image_id) < 6:
         raise TraceError("give at least 6 characters of the image id")
-    key = dg.AssetKey("batch_scores")
+    scores_key = key("batch_scores")
     found = []
-    for shift in sorted(instance.get_materialized_partitions(key)):
+    for shift in sorted(instance.get_materialized_partitions(scores_key)):
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shift]), limit=1
+            dg.AssetRecordsFilter(asset_key=scores_key, asset_partitions=[shift]), limit=1
         ).records
         if not records:
             continue

@@ -7,6 +7,7 @@ import pandas as pd
 
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images
 from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
+from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import frame_table, image_markdown, table_metadata
 from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import shift_partitions
@@ -283,7 +284,7 @@ def batch_metrics(
 @dg.asset_check(
     automation_condition=CHECK_AUTOMATION,
     asset="batch_metrics",
-    additional_ins={"batch_images": dg.AssetIn("batch_images")},
+    additional_ins={"batch_images": dg.AssetIn(key("batch_images"))},  # prefix: not added
     blocking=True,
     partitions_def=shift_partitions,
     description="The metric table is complete: one row per image, every metric finite.",

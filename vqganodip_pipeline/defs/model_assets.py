@@ -10,6 +10,7 @@ from pydantic import Field
 
 from vqganodip_pipeline.data.loading import load_images
 from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
+from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
 from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, TRAINING_RETRY
 from vqganodip_pipeline.defs.release import record_rejection
@@ -182,7 +183,7 @@ class QualityFloors(dg.Config):
 @dg.asset_check(
     automation_condition=CHECK_AUTOMATION,
     asset=vqgan_checkpoint,
-    additional_ins={"dataset_split": dg.AssetIn("dataset_split")},
+    additional_ins={"dataset_split": dg.AssetIn(key("dataset_split"))},  # prefix: not added
     blocking=True,
     description="Held-out normal reconstruction quality and codebook usage above their floors.",
 )

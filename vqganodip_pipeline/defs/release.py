@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline import serialization
+from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import frame_table, png_markdown
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, read_verified
@@ -65,7 +66,7 @@ class Artefact:
 
 def latest_artefact(instance: dg.DagsterInstance, asset: str) -> tuple[Artefact, dict[str, Any]]:
     """The latest materialization of ``asset`` as an :class:`Artefact`, with its metadata."""
-    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    records = instance.fetch_materializations(key(asset), limit=1).records
     if not records:
         raise ReleaseError(f"{asset} has never been materialized: nothing to release")
     record = records[0]
@@ -92,11 +93,11 @@ def gate_problems(
     """Why ``artefact`` may not be released: each gating check that did not pass on exactly
     that materialization (never ran on it, failed, or ran on another one)."""
     problems = []
-    keys = [dg.AssetCheckKey(dg.AssetKey(artefact.asset), name) for name in checks]
+    keys = [dg.AssetCheckKey(key(artefact.asset), name) for name in checks]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    for key in keys:
-        record = latest.get(key)
-        label = f"{artefact.asset}:{key.name}"
+    for check_key in keys:
+        record = latest.get(check_key)
+        label = f"{artefact.asset}:{check_key.name}"
         # a check planned in a run that stopped before it (or skipped) has no evaluation
         evaluation = record.evaluation if record is not None else None
         if not isinstance(evaluation, dg.AssetCheckEvaluation):
@@ -180,8 +181,7 @@ class Release:
 def release_history(instance: dg.DagsterInstance, limit: int = HISTORY) -> pd.DataFrame:
     """Past releases and rejected candidates, newest first (from the instance's records)."""
     rows = []
-    key = dg.AssetKey(RELEASED)
-    for record in instance.fetch_materializations(key, limit=limit).records:
+    for record in instance.fetch_materializations(key(RELEASED), limit=limit).records:
         meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
         rows.append(
             {
@@ -196,7 +196,7 @@ def release_history(instance: dg.DagsterInstance, limit: int = HISTORY) -> pd.Da
             }
         )
     # loads of the manifest are observations too (stored_file): only rejections count here
-    for record in instance.fetch_observations(key, limit=10 * limit).records:
+    for record in instance.fetch_observations(key(RELEASED), limit=10 * limit).records:
         meta = {k: v.value for k, v in record.asset_observation.metadata.items()}
         if "rejected_by" not in meta:
             continue
@@ -232,7 +232,7 @@ def record_rejection(context: dg.AssetCheckExecutionContext, check: str, why: st
     """Log a rejected candidate on ``released_model``'s timeline (a blocking check failed)."""
     context.op_execution_context.log_event(
         dg.AssetObservation(
-            asset_key=RELEASED,
+            asset_key=key(RELEASED),
             metadata={"rejected_by": check, "why": why or "check failed"},
         )
     )
@@ -281,9 +281,9 @@ def release_metadata(manifest: dict[str, Any], history: pd.DataFrame) -> dict[st
         "checks_passed": dg.MetadataValue.json(manifest["checks_passed"]),
         "history": frame_table(history),
     }
-    for key in ("honest_zfn_accuracy", "holdout_accuracy_zfn", "holdout_fpr_zfn"):
-        if np.isfinite(manifest[key]):
-            metadata[key] = manifest[key]
+    for field in ("honest_zfn_accuracy", "holdout_accuracy_zfn", "holdout_fpr_zfn"):
+        if np.isfinite(manifest[field]):
+            metadata[field] = manifest[field]
     if (history["event"] == "released").any():
         metadata["history_plot"] = png_markdown(history_plot(history), "release history")
     return metadata

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from vqganodip_pipeline.cli import main
+from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.reporting import validate_report
 
 
@@ -24,7 +25,7 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     assert "honest protocol (unseen folds)" in out
 
     instance = dg.DagsterInstance.get()
-    for key in (
+    for name in (
         "released_model",
         "dataset_split",
         "vqgan_checkpoint",
@@ -35,16 +36,16 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
         "evaluation_report",
         "evaluation_report_html",
     ):
-        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
-    for key in ("batch_images", "batch_reconstructions", "batch_metrics", "batch_scores"):
-        event = instance.get_latest_materialization_event(dg.AssetKey(key))
-        assert event is not None and event.dagster_event.partition == "shift-0001", key
+        assert instance.get_latest_materialization_event(key(name)) is not None, name
+    for name in ("batch_images", "batch_reconstructions", "batch_metrics", "batch_scores"):
+        event = instance.get_latest_materialization_event(key(name))
+        assert event is not None and event.dagster_event.partition == "shift-0001", name
     # the feature statistics learn from every normal unit outside the classifier set
-    mask_event = instance.get_latest_materialization_event(dg.AssetKey("weighting_mask"))
+    mask_event = instance.get_latest_materialization_event(key("weighting_mask"))
     mask_metadata = mask_event.asset_materialization.metadata
     assert mask_metadata["feature_statistics_units"].value > mask_metadata["m"].value
     assert all(0 <= v <= 1 for v in mask_metadata["feature_covariance_shrinkage"].value)
-    scores_event = instance.get_latest_materialization_event(dg.AssetKey("batch_scores"))
+    scores_event = instance.get_latest_materialization_event(key("batch_scores"))
     metadata = scores_event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 8
     stored = Path(metadata["stored_file"].value)
@@ -58,7 +59,7 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     assert f"image {image}" in trail and "shift-0001" in trail
     assert scores.iloc[0]["release_id"] in trail
     assert scores.iloc[0]["checkpoint_digest"] in trail and "same bytes as scored: yes" in trail
-    report_event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+    report_event = instance.get_latest_materialization_event(key("evaluation_report"))
     report_file = Path(report_event.asset_materialization.metadata["stored_file"].value)
     report = json.loads(report_file.read_text())
     validate_report(report)

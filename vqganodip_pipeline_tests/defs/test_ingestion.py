@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from vqganodip_pipeline.defs import ingestion
+from vqganodip_pipeline.defs.keys import name_of
 from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.sensors import InboxCursor, batch_inbox_sensor
@@ -182,7 +183,8 @@ def test_ready_markers_are_not_images(tmp_path: Path) -> None:
 def test_definitions_load() -> None:
     from vqganodip_pipeline.definitions import defs
 
-    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    keys = {name_of(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert all(k.path[0] == "vqganodip" for k in defs.resolve_asset_graph().get_all_asset_keys())
     assert {"reference_images", "batch_images", "batch_quarantine", "dataset_split"} <= keys
     assert "released_model" in keys
     for job in defs.resolve_all_job_defs():

@@ -21,6 +21,7 @@ from dagster._core.loader import LoadingContextForTest
 
 from vqganodip_pipeline.definitions import build_definitions
 from vqganodip_pipeline.defs.instance import failed_checks_or_raise
+from vqganodip_pipeline.defs.keys import key, name_of
 from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.demo import PRODUCTION_BATCH, REFERENCE_BATCH, write_demo_batches
@@ -70,7 +71,7 @@ class Deployment:
         result = dg.materialize(
             [*(defs.assets or []), *(defs.asset_checks or [])],
             # an AssetSelection of assets includes their checks, as a job does
-            selection=dg.AssetSelection.assets(*selection),
+            selection=dg.AssetSelection.assets(*map(key, selection)),
             instance=self.instance,
             resources=defs.resources,
             raise_on_error=False,
@@ -86,22 +87,22 @@ class Deployment:
             self.instance, graph, LoadingContextForTest(self.instance)
         )
         found = set()
-        for key in graph.get_all_asset_keys():
-            node = graph.get(key)
+        for asset_key in graph.get_all_asset_keys():
+            node = graph.get(asset_key)
             if node.partitions_def is None:
-                if resolver.get_status(key) == StaleStatus.STALE:
-                    found.add(key.to_user_string())
+                if resolver.get_status(asset_key) == StaleStatus.STALE:
+                    found.add(name_of(asset_key))
                 continue
             name = node.partitions_def.name
             for partition in self.instance.get_dynamic_partitions(name):
-                if resolver.get_status(key, partition) == StaleStatus.STALE:
-                    found.add(f"{key.to_user_string()}[{partition}]")
+                if resolver.get_status(asset_key, partition) == StaleStatus.STALE:
+                    found.add(f"{name_of(asset_key)}[{partition}]")
         return found
 
     def latest(self, asset: str, partition: str | None = None) -> dict[str, Any]:
         records = self.instance.fetch_materializations(
             dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(asset),
+                asset_key=key(asset),
                 asset_partitions=[partition] if partition else None,
             ),
             limit=1,
@@ -179,13 +180,11 @@ def test_a_failed_blocking_check_keeps_the_previous_release_serving(
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["vqgan_checkpoint_quality"] is False
     assert "released_model" not in {
-        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+        name_of(e.asset_key) for e in result.get_asset_materialization_events()
     }
     assert deployment.latest("released_model")["run_id"] == before["run_id"]
     # the rejection is on released_model's timeline, with its reason
-    observations = deployment.instance.fetch_observations(
-        dg.AssetKey("released_model"), limit=50
-    ).records
+    observations = deployment.instance.fetch_observations(key("released_model"), limit=50).records
     reasons = [
         r.asset_observation.metadata["why"].value
         for r in observations
@@ -196,7 +195,7 @@ def test_a_failed_blocking_check_keeps_the_previous_release_serving(
     defs = deployment.defs()
     alone = dg.materialize(
         [*(defs.assets or []), *(defs.asset_checks or [])],
-        selection=["released_model"],
+        selection=[key("released_model")],
         instance=deployment.instance,
         resources=defs.resources,
         raise_on_error=False,
@@ -330,11 +329,11 @@ class Automation:
         self.cursor = result.cursor
         graph = self.defs.resolve_asset_graph()
         requested = {}
-        for key in graph.get_all_asset_keys():
-            if result.get_num_requested(key):
-                partitioned = graph.get(key).partitions_def is not None
-                requested[key.to_user_string()] = (
-                    set(result.get_requested_partitions(key)) if partitioned else {None}
+        for asset_key in graph.get_all_asset_keys():
+            if result.get_num_requested(asset_key):
+                partitioned = graph.get(asset_key).partitions_def is not None
+                requested[name_of(asset_key)] = (
+                    set(result.get_requested_partitions(asset_key)) if partitioned else {None}
                 )
         return requested
 

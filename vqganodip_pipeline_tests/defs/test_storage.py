@@ -149,6 +149,7 @@ def test_trace_reads_scores_and_release_from_s3(
     import json
 
     from vqganodip_pipeline import serialization
+    from vqganodip_pipeline.defs.keys import key
     from vqganodip_pipeline.defs.lineage import format_trace, trace_image
     from vqganodip_pipeline.hashing import image_id, sha256_hex
 
@@ -195,14 +196,15 @@ def test_trace_reads_scores_and_release_from_s3(
         release_meta = store("released_model", json.dumps(manifest).encode(), ".json")
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
-                "released_model", metadata={**release_meta, "release_id": "rel0000000000001"}
+                key("released_model"),
+                metadata={**release_meta, "release_id": "rel0000000000001"},
             )
         )
         scores_meta = store(
             "batch_scores", serialization.frame_to_parquet(scores), ".parquet", "shift-9"
         )
         instance.report_runless_asset_event(
-            dg.AssetMaterialization("batch_scores", partition="shift-9", metadata=scores_meta)
+            dg.AssetMaterialization(key("batch_scores"), partition="shift-9", metadata=scores_meta)
         )
         (entry,) = trace_image(instance, location, scores["image_id"][0][:8])
     assert entry["shift"] == "shift-9" and entry["decision"] == "to_operator"

@@ -4,6 +4,7 @@ import ast
 
 import pytest
 
+from vqganodip_pipeline.defs.keys import name_of
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.versions import ASSET_CODE, asset_code_version
 from vqganodip_pipeline.versioning import (
@@ -89,7 +90,7 @@ def test_asset_code_covers_every_library_module_its_dagster_module_imports(defin
 def test_every_asset_of_the_code_location_has_a_version_entry() -> None:
     from vqganodip_pipeline.definitions import defs
 
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    keys = {name_of(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == set(ASSET_CODE)
     assert (PACKAGE_ROOT / "defs" / "versions.py").is_file()
     ast.parse(module_source(P + "defs.versions"))
