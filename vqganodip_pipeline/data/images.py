@@ -43,11 +43,21 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
-def decode_image(data: bytes, name: str) -> DecodedImage:
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: far above any inspection camera here
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode image ``data`` read from ``name`` (used in error messages only).
 
+    The size the header declares is checked against ``max_pixels`` before any pixel is
+    decoded (a 20000 x 20000 header of a few hundred bytes would otherwise ask for gigabytes).
+    16-bit greyscale is scaled to 8 bits (v / 257, so 65535 -> 255) instead of being clipped;
+    palette images are expanded before their channels are counted. ``channels`` is the number
+    of channels of the decoded content (1 grey, 3 RGB, 4 RGBA).
+
     Raises:
-        ImageDecodeError: empty data, not an image, truncated or otherwise undecodable content.
+        ImageDecodeError: empty data, not an image, too many pixels, an unsupported pixel type,
+        truncated or otherwise undecodable content.
     """
     if len(data) == 0:
         raise ImageDecodeError(name, "empty file (0 bytes)")
@@ -56,17 +66,42 @@ def decode_image(data: bytes, name: str) -> DecodedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt = img.format or "unknown"
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        name,
+                        f"header declares {width}x{height} px, more than the limit of "
+                        f"{max_pixels} pixels (not decoded)",
+                    )
                 img.load()  # forces full decoding: truncated files fail here, not later
-                channels = len(img.getbands())
-                rgb = img.convert("RGB")
+                pixels, channels = _to_rgb(img, name)
+    except ImageDecodeError:
+        raise
     except UnidentifiedImageError:
         raise ImageDecodeError(name, "not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"too many pixels to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(name, f"undecodable or truncated image ({exc})") from None
-    pixels = np.asarray(rgb, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise ImageDecodeError(name, f"image has an unusable shape {pixels.shape}")
     return DecodedImage(pixels=np.ascontiguousarray(pixels), channels=channels, format=fmt)
+
+
+def _to_rgb(img: Image.Image, name: str) -> tuple[np.ndarray, int]:
+    """(H, W, 3) ``uint8`` pixels and the decoded channel count of an opened image."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(img, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageDecodeError(name, f"unsupported {img.mode} pixels outside 0..65535")
+        grey = np.round(values / 257.0).astype(np.uint8)  # 16 -> 8 bits, full range kept
+        return np.repeat(grey[:, :, None], 3, axis=2), 1
+    if img.mode == "F":
+        raise ImageDecodeError(name, "unsupported floating-point pixels (mode F)")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    channels = len(img.getbands())
+    return np.asarray(img.convert("RGB"), dtype=np.uint8), channels
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

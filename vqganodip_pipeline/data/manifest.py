@@ -4,6 +4,7 @@ and the quarantine table of files that could not be used, each with its reason."
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +12,12 @@ from typing import Any
 import pandas as pd
 
 from vqganodip_pipeline.data.capture import CAPTURE_COLUMNS, capture_statistics
-from vqganodip_pipeline.data.images import ImageDecodeError, binarize, decode_image
+from vqganodip_pipeline.data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    binarize,
+    decode_image,
+)
 from vqganodip_pipeline.data.sources import SourceEntry
 from vqganodip_pipeline.hashing import image_id
 
@@ -57,16 +63,38 @@ def _inspect(
     read: Callable[[str], bytes],
     expected_size: tuple[int, int] | None,
     expected_channels: int | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    landing_zone: str | None = None,
 ) -> tuple[dict[str, Any] | None, str | None, int]:
-    """Read and decode one entry: (manifest row, None, bytes) or (None, reason, bytes)."""
+    """Read and decode one entry: (manifest row, None, bytes) or (None, reason, bytes). Any
+    error with one file is that file's reason: the rest of the batch goes on."""
+    try:
+        return _inspect_file(
+            entry, read, expected_size, expected_channels, max_pixels, landing_zone
+        )
+    except Exception as exc:  # one bad file must not fail the batch; its reason says what
+        return None, f"unexpected error while reading ({type(exc).__name__}: {exc})", 0
+
+
+def _inspect_file(
+    entry: SourceEntry,
+    read: Callable[[str], bytes],
+    expected_size: tuple[int, int] | None,
+    expected_channels: int | None,
+    max_pixels: int,
+    landing_zone: str | None,
+) -> tuple[dict[str, Any] | None, str | None, int]:
     if entry.problems:
         return None, "; ".join(entry.problems), 0
+    outside = _outside(entry.uri, landing_zone)
+    if outside:
+        return None, outside, 0
     try:
         data = read(entry.uri)
     except (OSError, ValueError) as exc:
         return None, f"cannot read file: {exc}", 0
     try:
-        decoded = decode_image(data, entry.uri)
+        decoded = decode_image(data, entry.uri, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         return None, exc.reason, len(data)
     if expected_size is not None and (decoded.width, decoded.height) != tuple(expected_size):
@@ -104,6 +132,18 @@ def _inspect(
     return row, None, len(data)
 
 
+def _outside(uri: str, landing_zone: str | None) -> str | None:
+    """Why a local file may not be read: a link (or path) that resolves outside the landing
+    zone. None when it is inside, or for object stores (no links there)."""
+    if landing_zone is None or ("://" in uri and not uri.startswith("file://")):
+        return None
+    path = uri.removeprefix("file://")
+    real, zone = os.path.realpath(path), os.path.realpath(landing_zone.removeprefix("file://"))
+    if os.path.commonpath([real, zone]) != zone:
+        return f"resolves outside the landing zone {zone} (to {real}): not read"
+    return None
+
+
 def build_manifest(
     entries: Sequence[SourceEntry],
     batch: str,
@@ -113,12 +153,18 @@ def build_manifest(
     expected_channels: int | None = None,
     max_workers: int = 8,
     layout: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    landing_zone: str | None = None,
+    mixed_sizes: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and decode every entry; return (manifest, quarantine).
 
-    Unreadable, empty, truncated or non-image files, files of an unexpected size (``expected_size``
-    as (width, height)) or channel count, and byte-identical duplicates go to the quarantine table
-    with their reason; the rest of the batch is unaffected. Rows keep the entries' order.
+    Go to the quarantine table with their reason, the rest of the batch being unaffected:
+    unreadable, empty, truncated or non-image files; headers over ``max_pixels``; local files
+    (links included) that resolve outside ``landing_zone``; files of an unexpected size
+    (``expected_size`` as (width, height)) or channel count; byte-identical duplicates; and,
+    unless ``mixed_sizes``, images of another size than the batch's most common one (the
+    pipeline would otherwise resize them silently). Rows keep the entries' order.
     """
     from vqganodip_pipeline.data.fs import read_bytes
 
@@ -127,15 +173,28 @@ def build_manifest(
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         results = list(
-            pool.map(lambda e: _inspect(e, read, expected_size, expected_channels), entries)
+            pool.map(
+                lambda e: _inspect(
+                    e, read, expected_size, expected_channels, max_pixels, landing_zone
+                ),
+                entries,
+            )
         )
 
+    reference = None if mixed_sizes or expected_size else _most_common_size(results)
     rows: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for entry, (row, reason, n_bytes) in zip(entries, results, strict=True):
         if row is not None and row["image_id"] in seen:
             reason, row = f"duplicate content of {seen[row['image_id']]}", None
+        if row is not None and reference and (row["width"], row["height"]) != reference:
+            reason = (
+                f"size {row['width']}x{row['height']} differs from the batch's "
+                f"{reference[0]}x{reference[1]} (its most common size; set mixed_sizes to "
+                "accept and resize)"
+            )
+            row = None
         if row is None:
             quarantined.append(
                 {
@@ -160,6 +219,13 @@ def build_manifest(
         else empty_quarantine()
     )
     return manifest.astype(MANIFEST_COLUMNS), quarantine.astype(QUARANTINE_COLUMNS)
+
+
+def _most_common_size(
+    results: Sequence[tuple[dict[str, Any] | None, Any, Any]],
+) -> tuple[int, int] | None:
+    sizes = pd.Series([(r["width"], r["height"]) for r, _, _ in results if r is not None])
+    return None if sizes.empty else tuple(sizes.value_counts().index[0])  # type: ignore[return-value]
 
 
 def boxes_of(row: Mapping[str, Any]) -> list[tuple[int, int, int, int, int]]:

@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from vqganodip_pipeline.data import split
+from vqganodip_pipeline.data.images import DEFAULT_MAX_PIXELS
 from vqganodip_pipeline.data.loading import load_image
 from vqganodip_pipeline.data.manifest import build_manifest, label_counts
 from vqganodip_pipeline.data.sources import scan_source
@@ -45,6 +46,15 @@ class BatchImagesConfig(dg.Config):
         default=0.5, description="share of DeepPCB pairs on the reconstruction side"
     )
     seed: int = Field(default=0, description="seeds the DeepPCB pair split and max_groups")
+    mixed_sizes: bool = Field(
+        default=False,
+        description="accept images of another size than the batch's most common one (they are "
+        "resized to the working size); off = they are quarantined",
+    )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        description="a file whose header declares more pixels is quarantined undecoded",
+    )
     max_groups: int = Field(
         default=0,
         description="read a seeded subset of this many image groups (a DeepPCB pair is one "
@@ -95,6 +105,10 @@ def ingest_batch_folder(
         expected_size=expected_size,
         expected_channels=config.expected_channels or None,
         layout=layout,
+        max_pixels=config.max_pixels,
+        # local inboxes: links must stay inside the inbox (on S3 there are no links)
+        landing_zone=None if "://" in inbox.root else inbox.root,
+        mixed_sizes=config.mixed_sizes,
     )
     for row in quarantine.itertuples():
         context.log.warning(f"quarantined {row.uri}: {row.reason}")
