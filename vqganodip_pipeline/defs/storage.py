@@ -9,8 +9,10 @@ with stays readable, and each materialization's metadata names the exact file it
 """
 
 import os
+import re
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -70,19 +72,43 @@ class VersionedIOManager(UPathIOManager):
         self.suffix = suffix
 
     def _write_atomic(self, target: UPath, data: bytes) -> None:
-        if target.protocol in ("", "file", "local"):
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            staging.write_bytes(data)
-            os.replace(staging.path, target.path)
-        else:  # object stores publish a PUT atomically
-            target.write_bytes(data)
+        """Write ``data`` to ``target`` all at once or not at all: on a local disk through a
+        staging file that is fsynced, renamed over the target and removed on any error, then
+        the folder fsynced (so a power cut leaves the old file or the new one, never half)."""
+        if target.protocol not in ("", "file", "local"):
+            target.write_bytes(data)  # object stores publish a PUT atomically
+            return
+        staging = Path(target.path).with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(staging, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, target.path)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
+        folder = os.open(os.path.dirname(target.path), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def _holds(self, target: UPath, digest: str) -> bool:
+        """Whether ``target`` exists with exactly the content its name promises."""
+        try:
+            return sha256_hex(target.read_bytes())[:DIGEST_CHARS] == digest
+        except FileNotFoundError:
+            return False
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         data = self._serialize(obj)
         digest = sha256_hex(data)[:DIGEST_CHARS]
         path.mkdir(parents=True, exist_ok=True)
         target = path / f"{digest}{self.suffix}"
-        if not target.exists():
+        if not self._holds(target, digest):
+            if target.exists():  # damaged (e.g. truncated): rewritten from the value at hand
+                context.log.warning(f"{target}: stored bytes do not match its name; rewritten")
             self._write_atomic(target, data)
         self._write_atomic(path / POINTER, f"{target.name}\n".encode())
         context.add_output_metadata(
@@ -99,12 +125,17 @@ class VersionedIOManager(UPathIOManager):
         return target.path[len(self._base_path.path) :].lstrip("/")
 
     def current_file(self, path: UPath) -> UPath:
+        """The file ``LATEST`` names, after checking that it names one of this folder's
+        content-addressed files (a tampered pointer cannot lead out of the storage)."""
         pointer = path / POINTER
         if not pointer.exists():
             raise FileNotFoundError(
                 f"{path}: nothing stored yet (no {POINTER} pointer); materialize that asset first"
             )
-        return path / pointer.read_text().strip()
+        name = pointer.read_text().strip()
+        if not re.fullmatch(rf"[0-9a-f]{{{DIGEST_CHARS}}}{re.escape(self.suffix)}", name):
+            raise StoredFileError(f"{pointer}: {name!r} is not a stored file name of this folder")
+        return path / name
 
     def load_partitions(self, context: dg.InputContext) -> dict[str, Any]:
         """Every partition an unpartitioned asset reads, as ``{partition: value}``, however many
@@ -122,7 +153,14 @@ class VersionedIOManager(UPathIOManager):
         single = not context.has_asset_partitions or len(context.asset_partition_keys) == 1
         if context.has_asset_key and single:
             context.add_input_metadata({"stored_file": str(target)})
-        return self._deserialize(target.read_bytes())
+        data = target.read_bytes()
+        digest = target.name[:DIGEST_CHARS]
+        if sha256_hex(data)[:DIGEST_CHARS] != digest:
+            raise StoredFileError(
+                f"{target}: content digest {sha256_hex(data)[:DIGEST_CHARS]} does not match its "
+                "name; the stored file was damaged or altered, materialize the asset again"
+            )
+        return self._deserialize(data)
 
 
 class StoredFileError(RuntimeError):
