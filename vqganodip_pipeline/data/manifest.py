@@ -185,9 +185,21 @@ def build_manifest(
     rows: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
+    first_label: dict[str, str] = {}
+    conflicts: set[str] = set()
     for entry, (row, reason, n_bytes) in zip(entries, results, strict=True):
         if row is not None and row["image_id"] in seen:
-            reason, row = f"duplicate content of {seen[row['image_id']]}", None
+            first = seen[row["image_id"]]
+            if first_label[row["image_id"]] != row["label"]:
+                # the same bytes cannot be both: neither copy is trusted
+                conflicts.add(row["image_id"])
+                reason = (
+                    f"same bytes as {first}, which is labelled {first_label[row['image_id']]}; "
+                    f"labelled {row['label']} here: conflicting labels"
+                )
+            else:
+                reason = f"duplicate content of {first}"
+            row = None
         if row is not None and reference and (row["width"], row["height"]) != reference:
             reason = (
                 f"size {row['width']}x{row['height']} differs from the batch's "
@@ -207,11 +219,24 @@ def build_manifest(
             )
             continue
         seen[row["image_id"]] = entry.uri
+        first_label[row["image_id"]] = row["label"]
         row["group_id"] = row["group_id"] or row["image_id"]
         row["batch"] = batch
         row["layout"] = layout
         rows.append(row)
 
+    for row in [r for r in rows if r["image_id"] in conflicts]:
+        rows.remove(row)
+        quarantined.append(
+            {
+                "uri": row["uri"],
+                "relative_path": row["relative_path"],
+                "batch": batch,
+                "reason": f"labelled {row['label']}, but a byte-identical copy in the batch has "
+                "another label: conflicting labels",
+                "file_bytes": row["file_bytes"],
+            }
+        )
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else empty_manifest()
     quarantine = (
         pd.DataFrame(quarantined, columns=list(QUARANTINE_COLUMNS))

@@ -333,38 +333,118 @@ def scan_folders(root: str, storage_options: Mapping[str, Any] | None = None) ->
 
 
 def scan_folder(root: str, storage_options: Mapping[str, Any] | None = None) -> list[SourceEntry]:
-    """Entries of a plain production batch folder with an optional ``labels.csv``."""
+    """Entries of a plain production batch folder with an optional ``labels.csv``
+    (:func:`read_labels`). A row naming a file the folder lacks becomes an entry with that
+    problem, so it is quarantined with its line instead of being dropped."""
     fs, base = filesystem(root, storage_options)
     if not fs.isdir(base):
         raise DatasetLayoutError(f"{root}: batch folder does not exist")
-    labels: dict[str, tuple[str, str, str | None]] = {}
+    files = [_relative(path, base) for path in _files_below(fs, base)]
+    files = [rel for rel in files if rel.split("/")[0] != "masks"]
     labels_path = posixpath.join(base, "labels.csv")
-    if fs.isfile(labels_path):
-        text = fs.cat_file(labels_path).decode("utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
-            raise DatasetLayoutError(f"{root}/labels.csv: needs the columns 'file' and 'label'")
-        for number, row in enumerate(reader, start=2):
-            where = f"{root}/labels.csv:{number}"
-            label = normalise_label(row["label"], where)
-            default_defect = {"normal": "good", "abnormal": "abnormal"}.get(label, "unknown")
-            defect = (row.get("defect_type") or "").strip() or default_defect
-            mask = (row.get("mask") or "").strip() or None
-            labels[row["file"].strip().lstrip("./")] = (label, defect, mask)
+    labels = (
+        read_labels(fs.cat_file(labels_path), f"{root}/labels.csv")
+        if fs.isfile(labels_path)
+        else {}
+    )
     entries = []
-    for path in _files_below(fs, base):
-        rel = _relative(path, base)
-        if rel.split("/")[0] == "masks":
-            continue
-        label, defect, mask = labels.get(rel, ("unknown", "unknown", None))
+    for rel in files:
+        row = labels.get(rel)
+        label, defect, mask = (
+            (row.label, row.defect_type, row.mask) if row else ("unknown",) * 2 + (None,)
+        )
         mask_uri = to_uri(fs, posixpath.join(base, mask)) if mask else None
         entries.append(
             SourceEntry(
-                uri=to_uri(fs, path),
+                uri=to_uri(fs, posixpath.join(base, rel)),
                 relative_path=rel,
                 label=label,
                 defect_type=defect,
                 mask_uri=mask_uri,
             )
         )
+    present = set(files)
+    lowered = {rel.lower(): rel for rel in files}
+    for rel, row in labels.items():
+        if rel in present:
+            continue
+        hint = (
+            f" ({lowered[rel.lower()]} exists: names match exactly, case included)"
+            if rel.lower() in lowered
+            else ""
+        )
+        entries.append(
+            SourceEntry(
+                uri=to_uri(fs, posixpath.join(base, rel)),
+                relative_path=rel,
+                label=row.label,
+                defect_type=row.defect_type,
+                problems=(f"listed in {row.where} but not in the folder{hint}",),
+            )
+        )
     return entries
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a ``labels.csv``: the label of a file, and where it was said."""
+
+    label: str
+    defect_type: str
+    mask: str | None
+    where: str  # "<folder>/labels.csv:<line>"
+
+
+def _normal_name(value: str) -> str:
+    # "./a.png" and "a.png" name the same file; ".b.png" stays ".b.png"
+    name = value.strip().replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return posixpath.normpath(name) if name else ""
+
+
+def read_labels(data: bytes, where: str) -> dict[str, LabelRow]:
+    """The rows of a ``labels.csv`` (columns ``file``, ``label``, optional ``defect_type`` and
+    ``mask``) by file name, relative to its folder and matched exactly (case-sensitive).
+
+    Raises :class:`DatasetLayoutError` naming the file and the line for: undecodable text
+    (UTF-8 expected), missing columns, a short row or an empty file name, an unknown label, a
+    name leaving the folder, and a file listed twice with different labels (a file listed
+    twice with the same label and defect type is accepted once).
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetLayoutError(
+            f"{where}:{line}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+        raise DatasetLayoutError(f"{where}: needs the columns 'file' and 'label'")
+    rows: dict[str, LabelRow] = {}
+    for number, row in enumerate(reader, start=2):
+        here = f"{where}:{number}"
+        if row.get("file") is None or row.get("label") is None or None in row:
+            raise DatasetLayoutError(
+                f"{here}: expected the columns {', '.join(reader.fieldnames)}, got "
+                f"{len([v for v in row.values() if v is not None])} value(s)"
+            )
+        name = _normal_name(row["file"])
+        if not name:
+            raise DatasetLayoutError(f"{here}: empty file name")
+        if name.startswith("../") or name == ".." or name.startswith("/"):
+            raise DatasetLayoutError(f"{here}: {row['file']!r} is not a file of this folder")
+        label = normalise_label(row["label"], here)
+        default_defect = {"normal": "good", "abnormal": "abnormal"}.get(label, "unknown")
+        defect = (row.get("defect_type") or "").strip() or default_defect
+        mask = _normal_name(row.get("mask") or "") or None
+        new = LabelRow(label, defect, mask, here)
+        old = rows.get(name)
+        if old is not None and (old.label, old.defect_type) != (label, defect):
+            raise DatasetLayoutError(
+                f"{here}: {name} is labelled {label}/{defect} here and {old.label}/"
+                f"{old.defect_type} at {old.where}: one label per file"
+            )
+        rows.setdefault(name, new)
+    return rows

@@ -122,3 +122,66 @@ def test_links_that_leave_the_landing_zone_are_not_followed(tmp_path: Path) -> N
     # the alias is read; being the same bytes as a.png, it is a duplicate, not a leak
     assert reasons["alias.png"].startswith("duplicate content of")
     assert list(manifest["relative_path"]) == ["a.png"]
+
+
+def labelled_folder(
+    root: Path, csv_text: bytes | str, files: tuple[str, ...] = ("a.png", "b.png")
+) -> Path:
+    for n, name in enumerate(files):
+        write_png(root / name, n + 1)
+    data = csv_text.encode() if isinstance(csv_text, str) else csv_text
+    (root / "labels.csv").write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("file,label\na.png\n", r"labels\.csv:2: expected the columns file, label, got 1"),
+        (b"file,label\na.png,normal\nb.png,d\xe9faut\n", r"labels\.csv:3: not UTF-8 text"),
+        ("file,label\na.png,normal\na.png,abnormal\n", r"labels\.csv:3: a\.png is labelled"),
+        ("file,label\n../x.png,normal\n", r"labels\.csv:2: '\.\./x\.png' is not a file"),
+        ("file,label\na.png,maybe\n", r"labels\.csv:2: unknown label 'maybe'"),
+        ("name,label\na.png,normal\n", r"labels\.csv: needs the columns"),
+    ],
+)
+def test_bad_labels_csv_is_an_error_naming_file_and_line(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    from vqganodip_pipeline.data.sources import DatasetLayoutError
+
+    root = labelled_folder(tmp_path / "shift", text)
+    with pytest.raises(DatasetLayoutError, match=message):
+        scan_source(str(root), "folder")
+
+
+def test_labels_csv_rows_match_exactly_and_missing_files_are_quarantined(tmp_path: Path) -> None:
+    root = labelled_folder(
+        tmp_path / "shift",
+        "file,label\n./a.png,normal\na.png,normal\nB.PNG,abnormal\n.c.png,abnormal\n",
+        files=("a.png", "b.png", ".c.png"),
+    )
+    _, entries = scan_source(str(root), "folder")
+    manifest, quarantine = build_manifest(entries, "shift")
+    labels = dict(zip(manifest["relative_path"], manifest["label"], strict=True))
+    # "./a.png" and "a.png" are one file, listed twice with one label; ".c.png" keeps its dot
+    assert labels == {"a.png": "normal", "b.png": "unknown", ".c.png": "abnormal"}
+    (reason,) = quarantine["reason"]
+    assert "labels.csv:4 but not in the folder" in reason
+    assert "b.png exists: names match exactly, case included" in reason
+
+
+def test_identical_bytes_with_two_labels_are_both_quarantined(tmp_path: Path) -> None:
+    root = tmp_path / "shift"
+    data = write_png(root / "a.png", 1)
+    (root / "a_copy.png").write_bytes(data)
+    write_png(root / "b.png", 2)
+    (root / "labels.csv").write_text(
+        "file,label\na.png,normal\na_copy.png,abnormal\nb.png,normal\n"
+    )
+    _, entries = scan_source(str(root), "folder")
+    manifest, quarantine = build_manifest(entries, "shift")
+    assert list(manifest["relative_path"]) == ["b.png"]
+    reasons = dict(zip(quarantine["relative_path"], quarantine["reason"], strict=True))
+    assert set(reasons) == {"a.png", "a_copy.png"}
+    assert all("conflicting labels" in r for r in reasons.values())
