@@ -1,34 +1,16 @@
-"""Code versions derived from source text, so that Dagster marks an asset stale exactly when the
-library code behind it changes (and a checkpoint records the code that trained it)."""
+"""Source hashes of the package's import closures (what the assets' code versions are made of,
+see defs/versions.py), and the versions and machine facts a result records."""
 
 from __future__ import annotations
 
 import ast
 import functools
 import hashlib
-import inspect
 import os
 import platform
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
-
-from vqganodip_pipeline import __version__
-
-
-def source_hash(*modules: ModuleType) -> str:
-    """SHA-256 of the source of ``modules`` (order-independent), 12 hex characters."""
-    digest = hashlib.sha256()
-    for module in sorted(modules, key=lambda m: m.__name__):
-        digest.update(module.__name__.encode())
-        digest.update(inspect.getsource(module).encode())
-    return digest.hexdigest()[:12]
-
-
-def code_version(*modules: ModuleType) -> str:
-    """``<package version>-<source hash>``, e.g. ``0.1.0-3fa9c2d1e0b4``."""
-    return f"{__version__}-{source_hash(*modules)}"
 
 
 def library_versions(names: tuple[str, ...] = ()) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -115,19 +116,26 @@ def heatmap_figure(
 ) -> bytes:
     """A 2-D map as a PNG figure a person can read: scaled up, with a colour bar naming its
     unit (``label``) and a title saying what it is."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(side_in + 1.2, side_in))
-    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     shown = axes.imshow(np.asarray(values, dtype=np.float64), cmap="inferno", vmin=lo, vmax=hi)
     axes.set_title(title, fontsize=10)
     axes.set_xlabel("x (px)")
     axes.set_ylabel("y (px)")
     figure.colorbar(shown, ax=axes, label=label, fraction=0.046, pad=0.04)
+    return figure_png(figure)
+
+
+def figure_png(figure: Any) -> bytes:
+    """A matplotlib ``Figure`` as PNG bytes through the Agg canvas (no pyplot, no global
+    state: safe in threads and in long-lived processes)."""
     import io
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()

@@ -49,15 +49,21 @@ def on_upstream_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:
     )
 
 
-def on_retraining_cron(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
-    """Model side: at the cron tick when missing or changed, and after an upstream update."""
+def on_retraining_cron(
+    cron: str = RETRAIN_CRON, follow_upstream: bool = True
+) -> dg.AutomationCondition:
+    """Model side: at the cron tick when missing or changed; with ``follow_upstream``, also
+    after an upstream update (or request). The split, the root of the model side, does not
+    follow: a new reference batch waits for the cron, so retraining runs on the schedule."""
     changed = (AC.code_version_changed() | AC.any_deps_updated()).since(
         AC.newly_requested() | AC.newly_updated()
     )
     due = AC.cron_tick_passed(cron) & (AC.missing() | changed)
-    return ((due | AC.any_deps_updated()).since_last_handled() & _runnable()).with_label(
-        f"retrain at {cron} if changed; follow upstream updates"
+    trigger = due | AC.any_deps_updated() if follow_upstream else due
+    label = f"retrain at {cron} if changed" + (
+        "; follow upstream updates" if follow_upstream else ""
     )
+    return (trigger.since_last_handled() & _runnable()).with_label(label)
 
 
 def on_new_candidate() -> dg.AutomationCondition:
@@ -96,7 +102,7 @@ def conditions(
         "reference_quarantine": on_new_partition(),
         "batch_images": on_new_partition(),
         "batch_quarantine": on_new_partition(),
-        "dataset_split": model,
+        "dataset_split": on_retraining_cron(cron, follow_upstream=False),
         "vqgan_checkpoint": model,
         "weighting_mask": model,
         "training_metrics": model,

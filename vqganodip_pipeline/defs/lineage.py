@@ -54,6 +54,7 @@ def trace_image(
         raise TraceError("give at least 6 characters of the image id")
     scores_key = key("batch_scores")
     found = []
+    releases: dict[str, dict[str, Any]] = {}  # manifests read once per release
     for shift in sorted(instance.get_materialized_partitions(scores_key)):
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=scores_key, asset_partitions=[shift]), limit=1
@@ -64,7 +65,9 @@ def trace_image(
         scores = serialization.parquet_to_frame(_stored(location, metadata))
         rows = scores[scores["image_id"].astype(str).str.startswith(image_id)]
         for row in rows.to_dict("records"):
-            found.append(_chain(instance, location, row, shift, records[0], storage_options))
+            found.append(
+                _chain(instance, location, row, shift, records[0], storage_options, releases)
+            )
     if not found:
         raise TraceError(f"image {image_id}: not in the latest batch_scores of any shift")
     ids = {entry["image_id"] for entry in found}
@@ -80,6 +83,7 @@ def _chain(
     shift: str,
     record: Any,
     storage_options: dict[str, Any] | None,
+    releases: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     try:
         unchanged: bool | None = content_id(read_bytes(str(row["uri"]), storage_options)) == str(
@@ -88,10 +92,14 @@ def _chain(
     except (OSError, ValueError):
         unchanged = None  # the file is gone or unreachable
     release_id = str(row.get("release_id", ""))
-    try:
-        manifest = find_release(instance, location, release_id) if release_id else None
-    except (TraceError, StoredFileError) as error:
-        manifest = {"error": str(error)}
+    manifest = None
+    if release_id and release_id not in releases:
+        try:
+            releases[release_id] = find_release(instance, location, release_id)
+        except (TraceError, StoredFileError) as error:
+            releases[release_id] = {"error": str(error)}
+    if release_id:
+        manifest = releases[release_id]
     return {
         "image_id": str(row["image_id"]),
         "shift": shift,

@@ -28,6 +28,7 @@ from vqganodip_pipeline.defs.metadata import frame_table, png_markdown
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, read_verified
 from vqganodip_pipeline.hashing import hash_strings
+from vqganodip_pipeline.viz import figure_png
 
 RELEASED = "released_model"
 # the artefacts a release bundles, with the blocking checks that gate each of them
@@ -240,13 +241,11 @@ def record_rejection(context: dg.AssetCheckExecutionContext, check: str, why: st
 
 def history_plot(history: pd.DataFrame) -> bytes:
     """Honest ZFN accuracy and holdout FPR per release, oldest to newest (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     released = history[history["event"] == "released"].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
     x = np.arange(len(released))
     ax.plot(x, released["honest_zfn_accuracy"], "o-", label="honest ZFN accuracy")
     ax.plot(x, released["holdout_fpr_zfn"], "s--", label="holdout FPR at the threshold")
@@ -255,13 +254,7 @@ def history_plot(history: pd.DataFrame) -> bytes:
     ax.set_xlabel("release")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("Release history")
-    fig.tight_layout()
-    from io import BytesIO
-
-    buffer = BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def release_metadata(manifest: dict[str, Any], history: pd.DataFrame) -> dict[str, Any]:

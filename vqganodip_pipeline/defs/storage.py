@@ -153,18 +153,24 @@ class VersionedIOManager(UPathIOManager):
         single = not context.has_asset_partitions or len(context.asset_partition_keys) == 1
         if context.has_asset_key and single:
             context.add_input_metadata({"stored_file": str(target)})
-        data = target.read_bytes()
-        digest = target.name[:DIGEST_CHARS]
-        if sha256_hex(data)[:DIGEST_CHARS] != digest:
-            raise StoredFileError(
-                f"{target}: content digest {sha256_hex(data)[:DIGEST_CHARS]} does not match its "
-                "name; the stored file was damaged or altered, materialize the asset again"
-            )
-        return self._deserialize(data)
+        return self._deserialize(verified(target.read_bytes(), target.name[:DIGEST_CHARS], target))
 
 
 class StoredFileError(RuntimeError):
     """A stored file that is missing or whose bytes do not match the digest in its name."""
+
+
+def verified(data: bytes, digest: str, where: object) -> bytes:
+    """``data`` if its SHA-256 starts with ``digest`` (at least 8 hex characters: the one in a
+    stored file's name, or one a release recorded); else :class:`StoredFileError` naming
+    ``where``."""
+    actual = sha256_hex(data)[: len(digest)]
+    if len(digest) < 8 or actual != digest:
+        raise StoredFileError(
+            f"{where}: content digest {actual} does not match the recorded {digest}; the stored "
+            "file was damaged or altered: materialize the asset again"
+        )
+    return data
 
 
 def read_verified(location: StorageLocation, relative: str, digest: str) -> bytes:
@@ -178,12 +184,7 @@ def read_verified(location: StorageLocation, relative: str, digest: str) -> byte
         data = target.read_bytes()
     except FileNotFoundError as exc:
         raise StoredFileError(f"{target}: stored file is missing") from exc
-    actual = sha256_hex(data)[: len(digest)]
-    if len(digest) < 8 or actual != digest:
-        raise StoredFileError(
-            f"{target}: content digest {actual} does not match the recorded {digest}"
-        )
-    return data
+    return verified(data, digest, target)
 
 
 class _VersionedIOManagerFactory(dg.ConfigurableIOManagerFactory):

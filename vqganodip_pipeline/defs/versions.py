@@ -1,10 +1,11 @@
 """Code versions of the assets: exact, derived from source text and settings.
 
-The code version of an asset is ``<package version>-<code hash>-<settings hash>``:
+The code version of an asset is ``<package version>-<code hash>-<own text>-<settings hash>``:
 
 - the code hash covers the source of the library modules the asset calls *and every module of
   the package they import, transitively* (:func:`~vqganodip_pipeline.versioning.closure_hash`),
-  plus the text of the Dagster module that defines the asset;
+  plus the text of the Dagster module that defines the asset (and, for an asset that reads
+  the settings, of ``defs/settings.py``, which turns them into configs);
 - the settings hash (:meth:`PipelineSettings.fingerprint`) covers what changes results: the
   preset's values, the working size, the backbone and the digest of each weights file. The
   ingestion assets use no settings and leave it out.
@@ -51,7 +52,7 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
         "defs.scoring_assets",
         ("scoring", "workflow.scoring", "workflow.roles"),
     ),
-    "released_model": ("defs.release", ("serialization", "hashing")),
+    "released_model": ("defs.release", ("serialization", "hashing", "viz")),
     "batch_reconstructions": ("defs.metric_assets", (*_MODEL, "model.reconstruct")),
     "batch_metrics": ("defs.metric_assets", (*_MODEL, "scoring.table")),
     "batch_patches": ("defs.metric_assets", (*_MODEL, "scoring.table")),
@@ -85,8 +86,10 @@ def asset_code_version(
     defining, modules = ASSET_CODE[asset]
     code = closure_hash([_P + m for m in modules], sources)
     # the defining module's own text only: its imports are other assets' business
-    own = hash_strings([defining, module_source(_P + defining, sources)])[:8]
-    parts = [__version__, code, own]
+    texts = [defining, module_source(_P + defining, sources)]
+    if asset not in UNSETTLED:
+        texts += ["defs.settings", module_source(_P + "defs.settings", sources)]
+    parts = [__version__, code, hash_strings(texts)[:8]]
     if asset not in UNSETTLED:
         parts.append(settings.fingerprint())
     return "-".join(parts)

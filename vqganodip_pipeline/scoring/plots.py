@@ -6,11 +6,8 @@ and the ROC curve.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_curve
@@ -19,13 +16,11 @@ from vqganodip_pipeline.scoring.classifiers import CLASSIFIER_STEP, PREPROCESS_S
 from vqganodip_pipeline.scoring.model import CompositeScoreModel
 from vqganodip_pipeline.scoring.table import labels_to_y
 from vqganodip_pipeline.scoring.thresholds import auroc, check_scores, confusion_at_threshold
+from vqganodip_pipeline.viz import figure_png
 
 
 def _png(figure: Figure) -> bytes:
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def plot_score_distributions(

@@ -48,7 +48,7 @@ def test_a_damaged_stored_file_is_refused_on_load_and_repaired_on_rewrite(tmp_pa
     target.write_bytes(good[: len(good) // 2])  # truncated
     result = materialize(tmp_path, ["total"])
     assert not result.success
-    assert "does not match its name" in error_of(result) and target.name in error_of(result)
+    assert "does not match the recorded" in error_of(result) and target.name in error_of(result)
     # materializing the same value again finds the damaged file and writes it anew
     assert materialize(tmp_path, ["table"]).success
     assert target.read_bytes() == good
