@@ -29,6 +29,7 @@ from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, read_verified
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.viz import figure_png
+from vqganodip_pipeline.workflow.scoring import bytes_to_bundle
 
 RELEASED = "released_model"
 # the artefacts a release bundles, with the blocking checks that gate each of them
@@ -40,7 +41,7 @@ RELEASE_GATES: dict[str, tuple[str, ...]] = {
 _READERS = {
     "vqgan_checkpoint": serialization.bytes_to_checkpoint,
     "weighting_mask": serialization.npz_to_arrays,
-    "composite_score_model": serialization.pickle_to_object,
+    "composite_score_model": bytes_to_bundle,
 }
 HISTORY = 20  # releases and rejections shown in the release history
 

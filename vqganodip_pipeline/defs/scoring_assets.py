@@ -108,7 +108,7 @@ class CompositeScoreConfig(dg.Config):
 
 
 @dg.asset(
-    io_manager_key="pickle_io_manager",
+    io_manager_key="model_io_manager",
     group_name="model",
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
@@ -225,7 +225,7 @@ def model_content_version(model: scoring.CompositeScoreModel) -> str:
             repr(float(model.threshold)),
             *model.feature_names_in,
             "|",
-            sha256_hex(serialization.object_to_pickle(model.pipeline)),
+            sha256_hex(serialization.object_fingerprint(model.pipeline)),
         ]
     )[:16]
 

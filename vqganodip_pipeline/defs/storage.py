@@ -6,12 +6,22 @@ a ``LATEST`` pointer naming the current file. A re-materialization writes a new 
 the pointer; files are never overwritten or deleted, so whatever an earlier score was computed
 with stays readable, and each materialization's metadata names the exact file it wrote
 (``stored_file``) while each load records the file it read as an observation.
+
+The outputs of one step are committed together: a step with several outputs (a manifest and its
+quarantine, a metric table and its patches) stages each output's pointer and moves all of them
+only once the last output is stored, under a per-partition lock (local storage), each pointer
+naming its siblings (``with <file> <folder>`` lines). A reader that loads two outputs of one
+commit gets that commit's pair even when another run commits in between, and a step that fails
+between its outputs moves no pointer at all.
 """
 
+import contextlib
+import fcntl
+import json
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +35,8 @@ from vqganodip_pipeline.hashing import sha256_hex
 
 POINTER = "LATEST"
 DIGEST_CHARS = 16
+STAGED = ".staged"  # <base>/.staged/<run id>/<step key>/<output>.json: pointers not yet moved
+LOCKS = ".locks"  # <base>/.locks/<sha256 of a pointer folder>.lock
 
 
 class StorageLocation(dg.ConfigurableResource):
@@ -70,6 +82,8 @@ class VersionedIOManager(UPathIOManager):
         self._serialize = serialize
         self._deserialize = deserialize
         self.suffix = suffix
+        # (run id, step key) of a reader -> {pointer folder: file} of the commits it loaded from
+        self._pins: dict[tuple[str, str], dict[str, str]] = {}
 
     def _write_atomic(self, target: UPath, data: bytes) -> None:
         """Write ``data`` to ``target`` all at once or not at all: on a local disk through a
@@ -110,7 +124,7 @@ class VersionedIOManager(UPathIOManager):
             if target.exists():  # damaged (e.g. truncated): rewritten from the value at hand
                 context.log.warning(f"{target}: stored bytes do not match its name; rewritten")
             self._write_atomic(target, data)
-        self._write_atomic(path / POINTER, f"{target.name}\n".encode())
+        self._commit(context, path, target)
         context.add_output_metadata(
             {
                 "stored_file": dg.MetadataValue.path(str(target)),
@@ -120,21 +134,72 @@ class VersionedIOManager(UPathIOManager):
             }
         )
 
+    def _commit(self, context: dg.OutputContext, path: UPath, target: UPath) -> None:
+        """Point ``path`` at ``target``, or, for a step with several outputs, stage that until
+        the step's last output is stored and then move all its pointers at once."""
+        step = context.step_context
+        outputs = sorted(step.selected_output_names)
+        if len(outputs) <= 1:
+            with self._locked([path]):
+                self._write_atomic(path / POINTER, f"{target.name}\n".encode())
+            return
+        staging = self._base_path / STAGED / context.run_id / step.step.key
+        staging.mkdir(parents=True, exist_ok=True)
+        record = {"folder": self.relative_path(path), "file": target.name}
+        self._write_atomic(staging / f"{context.name}.json", json.dumps(record).encode())
+        staged = {name: staging / f"{name}.json" for name in outputs}
+        if not all(file.exists() for file in staged.values()):
+            return  # the step's other outputs are still to come
+        entries = [json.loads(file.read_text()) for file in staged.values()]
+        folders = [self._base_path / entry["folder"] for entry in entries]
+        with self._locked(folders):
+            for folder, entry in zip(folders, entries, strict=True):
+                siblings = "".join(
+                    f"with {other['file']} {other['folder']}\n"
+                    for other in entries
+                    if other is not entry
+                )
+                self._write_atomic(folder / POINTER, f"{entry['file']}\n{siblings}".encode())
+        for file in staged.values():
+            file.unlink()
+        with contextlib.suppress(OSError, NotImplementedError):  # object stores have no folders
+            staging.rmdir()
+
+    @contextlib.contextmanager
+    def _locked(self, folders: list[UPath]) -> Iterator[None]:
+        """Exclusive locks on the pointer folders (in a fixed order, so two commits cannot
+        deadlock); a no-op on object stores, which have no locks (see the README)."""
+        if self._base_path.protocol not in ("", "file", "local"):
+            yield
+            return
+        locks = Path(self._base_path.path) / LOCKS
+        locks.mkdir(exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for folder in sorted({self.relative_path(f) for f in folders}):
+                lock = locks / f"{sha256_hex(folder.encode())[:DIGEST_CHARS]}.lock"
+                handle = stack.enter_context(open(lock, "a"))
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+
     def relative_path(self, target: UPath) -> str:
         """``target`` relative to the storage base, as a release names it (the base may move)."""
         return target.path[len(self._base_path.path) :].lstrip("/")
 
-    def current_file(self, path: UPath) -> UPath:
-        """The file ``LATEST`` names, after checking that it names one of this folder's
-        content-addressed files (a tampered pointer cannot lead out of the storage)."""
+    def _resolve(self, context: dg.InputContext, path: UPath) -> UPath:
+        """The file to load for ``path``: the one a commit already loaded by this step names
+        (so both outputs of one commit come as a pair), else the one ``LATEST`` names."""
+        step = context.step_context
+        pins = self._pins.setdefault((step.run_id, step.step.key), {})
+        folder = self.relative_path(path)
+        if folder in pins:
+            return path / pins[folder]
         pointer = path / POINTER
         if not pointer.exists():
             raise FileNotFoundError(
                 f"{path}: nothing stored yet (no {POINTER} pointer); materialize that asset first"
             )
-        name = pointer.read_text().strip()
-        if not re.fullmatch(rf"[0-9a-f]{{{DIGEST_CHARS}}}{re.escape(self.suffix)}", name):
-            raise StoredFileError(f"{pointer}: {name!r} is not a stored file name of this folder")
+        name, siblings = parse_pointer(pointer.read_text(), str(pointer), self.suffix)
+        pins.update(siblings)
         return path / name
 
     def load_partitions(self, context: dg.InputContext) -> dict[str, Any]:
@@ -148,12 +213,29 @@ class VersionedIOManager(UPathIOManager):
         return loaded
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        target = self.current_file(path)
+        target = self._resolve(context, path)
         context.log.info(f"loading {target}")
         single = not context.has_asset_partitions or len(context.asset_partition_keys) == 1
         if context.has_asset_key and single:
             context.add_input_metadata({"stored_file": str(target)})
         return self._deserialize(verified(target.read_bytes(), target.name[:DIGEST_CHARS], target))
+
+
+def parse_pointer(text: str, where: str, suffix: str) -> tuple[str, dict[str, str]]:
+    """A pointer's file name and its siblings ``{folder: file}``, after checking that each
+    names a content-addressed file (a tampered pointer cannot lead out of the storage)."""
+    lines = text.splitlines()
+    name = lines[0].strip() if lines else ""
+    stored = rf"[0-9a-f]{{{DIGEST_CHARS}}}\.[a-z.]+"
+    if not re.fullmatch(rf"[0-9a-f]{{{DIGEST_CHARS}}}{re.escape(suffix)}", name):
+        raise StoredFileError(f"{where}: {name!r} is not a stored file name of this folder")
+    siblings: dict[str, str] = {}
+    for line in lines[1:]:
+        match = re.fullmatch(rf"with ({stored}) (\S.*)", line)
+        if not match or match.group(2).startswith("/") or ".." in match.group(2).split("/"):
+            raise StoredFileError(f"{where}: {line!r} is not a sibling line of a pointer")
+        siblings[match.group(2)] = match.group(1)
+    return name, siblings
 
 
 class StoredFileError(RuntimeError):
@@ -221,11 +303,14 @@ class CheckpointIOManager(_VersionedIOManagerFactory):
         )
 
 
-class PickleIOManager(_VersionedIOManagerFactory):
-    """Fitted scikit-learn style models as pickles (only ever read back from our own storage)."""
+class ModelIOManager(_VersionedIOManagerFactory):
+    """Fitted composite models as bundles of JSON, Parquet and skops (``.model.zip``): loading
+    builds only trusted dataclasses and estimator types, so a tampered file cannot run code."""
 
     def create_io_manager(self, context: dg.InitResourceContext) -> VersionedIOManager:
-        return self._make(serialization.object_to_pickle, serialization.pickle_to_object, ".pkl")
+        from vqganodip_pipeline.workflow.scoring import bundle_to_bytes, bytes_to_bundle
+
+        return self._make(bundle_to_bytes, bytes_to_bundle, ".model.zip")
 
 
 class JsonIOManager(_VersionedIOManagerFactory):
@@ -249,7 +334,7 @@ def io_managers(location: StorageLocation) -> dict[str, Any]:
         "parquet_io_manager": ParquetIOManager(location=location),
         "array_io_manager": ArrayIOManager(location=location),
         "checkpoint_io_manager": CheckpointIOManager(location=location),
-        "pickle_io_manager": PickleIOManager(location=location),
+        "model_io_manager": ModelIOManager(location=location),
         "json_io_manager": JsonIOManager(location=location),
         "html_io_manager": HtmlIOManager(location=location),
     }
@@ -260,8 +345,8 @@ __all__ = [
     "CheckpointIOManager",
     "HtmlIOManager",
     "JsonIOManager",
+    "ModelIOManager",
     "ParquetIOManager",
-    "PickleIOManager",
     "StorageLocation",
     "StoredFileError",
     "VersionedIOManager",

@@ -244,6 +244,26 @@ def classifier_registry(max_estimators: int = 300) -> dict[str, ClassifierSpec]:
 
 CLASSIFIERS: dict[str, ClassifierSpec] = classifier_registry()
 
+# Every type a fitted pipeline of the twelve candidates is made of, beyond skops' own safe
+# defaults: the only types a stored model may name (serialization.bytes_to_bundle refuses any
+# other). A test fits all twelve and checks this list is complete.
+PERSISTED_TYPES: frozenset[str] = frozenset(
+    {
+        "collections.OrderedDict",
+        "imblearn.over_sampling._smote.base.SMOTE",
+        "imblearn.pipeline.Pipeline",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.tree._tree.Tree",
+        "vqganodip_pipeline.scoring.classifiers.MinorityToRatio",
+        "vqganodip_pipeline.scoring.preprocess.MetricPreprocessor",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+    }
+)
+
 
 def resolve_classifiers(
     classifiers: Mapping[str, ClassifierSpec] | Sequence[str] | None,

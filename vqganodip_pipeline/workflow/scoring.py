@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vqganodip_pipeline import scoring
+from vqganodip_pipeline import scoring, serialization
 from vqganodip_pipeline.scoring.search import release_parallel_workers
 
 Log = Callable[[str], None]
@@ -27,6 +27,25 @@ class ScoringOutcome:
     holdout: dict[str, Any] | None
     seconds: dict[str, float]
     shortcut: dict[str, Any] | None = None  # see shortcut_finding
+
+
+# What a stored composite model may contain: these dataclasses and the estimator types of the
+# twelve candidates. A file that names anything else is refused, never executed.
+BUNDLE_DATACLASSES = (ScoringOutcome, scoring.CompositeScoreModel, scoring.RiskStatement)
+
+
+def bundle_to_bytes(bundle: Any) -> bytes:
+    """The composite model's stored form (see :func:`serialization.bundle_to_bytes`)."""
+    return serialization.bundle_to_bytes(
+        bundle, BUNDLE_DATACLASSES, scoring.classifiers.PERSISTED_TYPES
+    )
+
+
+def bytes_to_bundle(data: bytes) -> Any:
+    """A stored composite model; refuses a file naming any type outside the trusted lists."""
+    return serialization.bytes_to_bundle(
+        data, BUNDLE_DATACLASSES, scoring.classifiers.PERSISTED_TYPES
+    )
 
 
 def score_metric_table(

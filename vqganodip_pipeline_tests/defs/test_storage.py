@@ -32,7 +32,7 @@ def make_assets() -> list[dg.AssetsDefinition]:
     def checkpoint(config: Knob) -> dict:
         return {"state": {"w": torch.full((2,), float(config.value))}, "config": {"k": 3}}
 
-    @dg.asset(io_manager_key="pickle_io_manager")
+    @dg.asset(io_manager_key="model_io_manager")
     def fitted(config: Knob) -> dict:
         return {"model": ("ridge", config.value)}
 

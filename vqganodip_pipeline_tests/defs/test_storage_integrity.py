@@ -1,8 +1,6 @@
 """Stored files are trusted only when their bytes match the digest in their name, pointers only
 when they name such a file, and a failed write leaves nothing behind."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg
@@ -79,3 +77,106 @@ def test_a_failed_write_leaves_no_staging_file(
     assert not result.success and "No space left" in error_of(result)
     leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     assert leftovers == []
+
+
+# ---- the outputs of one step are committed together ---------------------------------------
+
+
+class PairConfig(dg.Config):
+    value: int = 1
+    fail_right: bool = False
+
+
+@dg.multi_asset(
+    outs={
+        "left": dg.AssetOut(io_manager_key="parquet_io_manager"),
+        "right": dg.AssetOut(io_manager_key="parquet_io_manager"),
+    }
+)
+def pair(config: PairConfig) -> tuple[pd.DataFrame, object]:
+    right = "not a table" if config.fail_right else pd.DataFrame({"v": [config.value]})
+    return pd.DataFrame({"v": [config.value]}), right
+
+
+@dg.asset(io_manager_key="parquet_io_manager")
+def both(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"left": left["v"], "right": right["v"]})
+
+
+def write_pair(base: Path, value: int, fail_right: bool = False) -> bool:
+    return dg.materialize(
+        [pair, both],
+        selection=["left", "right"],
+        resources=io_managers(StorageLocation(base_path=str(base))),
+        run_config={"ops": {"pair": {"config": {"value": value, "fail_right": fail_right}}}},
+        raise_on_error=False,
+    ).success
+
+
+def pointed(base: Path, name: str) -> int:
+    folder = base / name
+    return int(pd.read_parquet(folder / (folder / POINTER).read_text().split()[0])["v"][0])
+
+
+def test_a_step_failing_between_its_outputs_moves_neither_pointer(tmp_path: Path) -> None:
+    assert write_pair(tmp_path, 1)
+    assert not write_pair(tmp_path, 2, fail_right=True)  # left stored, right refused
+    assert (pointed(tmp_path, "left"), pointed(tmp_path, "right")) == (1, 1)
+    assert len(list((tmp_path / "left").glob("*.parquet"))) == 2  # stored, not pointed at
+    assert write_pair(tmp_path, 3)
+    assert (pointed(tmp_path, "left"), pointed(tmp_path, "right")) == (3, 3)
+    # only the failed run's staged record of its one stored output is left, never committed
+    (left_over,) = (tmp_path / ".staged").rglob("*.json")
+    assert left_over.name == "left.json"
+
+
+def test_a_reader_gets_one_commits_pair_while_another_run_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vqganodip_pipeline import serialization
+
+    assert write_pair(tmp_path, 1)
+    read = serialization.parquet_to_frame
+    calls = []
+
+    def read_then_commit_again(data: bytes) -> pd.DataFrame:
+        calls.append(1)
+        if len(calls) == 1:  # between the reader's two loads, another run commits a new pair
+            monkeypatch.setattr(serialization, "parquet_to_frame", read)
+            assert write_pair(tmp_path, 2)
+            monkeypatch.setattr(serialization, "parquet_to_frame", read_then_commit_again)
+        return read(data)
+
+    monkeypatch.setattr(serialization, "parquet_to_frame", read_then_commit_again)
+    result = dg.materialize(
+        [pair, both],
+        selection=["both"],
+        resources=io_managers(StorageLocation(base_path=str(tmp_path))),
+    )
+    loaded = result.output_for_node("both")
+    assert len(calls) == 2 and loaded["left"][0] == loaded["right"][0] == 1
+    assert (pointed(tmp_path, "left"), pointed(tmp_path, "right")) == (2, 2)
+
+
+def _write_pairs(base: str, first: int) -> None:
+    for value in range(first, first + 4):
+        assert write_pair(Path(base), value)
+
+
+def test_concurrent_runs_of_one_partition_leave_a_consistent_pair(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_write_pairs, args=(str(tmp_path), 100 * i)) for i in range(1, 4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    left = (tmp_path / "left" / POINTER).read_text().split()
+    right = (tmp_path / "right" / POINTER).read_text().split()
+    assert left == [left[0], "with", right[0], "right"]
+    assert right == [right[0], "with", left[0], "left"]
+    assert pointed(tmp_path, "left") == pointed(tmp_path, "right")
