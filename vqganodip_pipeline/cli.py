@@ -206,9 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vqganodip_pipeline.defs.instance import RunInterruptedError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except (RunInterruptedError, KeyboardInterrupt) as exc:
+        # SIGTERM between steps arrives as KeyboardInterrupt (Dagster maps it to SIGINT)
+        where = f" ({exc})" if str(exc) else ""
+        print(
+            f"vqganodip {args.command}: interrupted{where}; no further step started, "
+            "finished steps' results are stored",
+            file=sys.stderr,
+        )
+        return 130
     except (ValueError, OSError, LookupError) as exc:
         print(f"vqganodip {args.command}: error: {exc}", file=sys.stderr)
         return 2

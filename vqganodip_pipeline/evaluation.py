@@ -210,6 +210,7 @@ def run_evaluation(
 
     from vqganodip_pipeline.defs.instance import (
         JobStepError,
+        RunInterruptedError,
         failed_checks_or_raise,
         prepare_instance_home,
     )
@@ -236,6 +237,8 @@ def run_evaluation(
         def finish(job_name: str, result: dg.ExecuteInProcessResult) -> None:
             try:
                 failed = failed_checks_or_raise(job_name, result)
+            except RunInterruptedError:
+                raise
             except JobStepError as error:
                 if job_name == "ingest_reference":
                     raise DatasetError(f"{config.dataset}: {error.message}") from error

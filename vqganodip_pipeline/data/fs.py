@@ -14,6 +14,9 @@ import fsspec
 from fsspec.core import url_to_fs
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
+S3_ATTEMPTS = 5  # botocore's standard retry mode: exponential backoff with jitter between tries
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 60.0  # a stalled endpoint fails after this long per try, never hangs
 
 
 class StorageUnreachableError(OSError):
@@ -25,10 +28,25 @@ def s3_options(
     key: str | None = None,
     secret: str | None = None,
     region: str | None = None,
+    attempts: int = S3_ATTEMPTS,
+    read_timeout_s: float = S3_READ_TIMEOUT_S,
 ) -> dict[str, Any]:
     """fsspec/s3fs storage options from the few settings people configure (unset ones left out,
-    so that s3fs falls back to the usual AWS environment variables and files)."""
-    options: dict[str, Any] = {}
+    so that s3fs falls back to the usual AWS environment variables and files), with
+    ``attempts`` tries per request (exponential backoff between them) and timeouts, so that an
+    endpoint that is down or stalled fails clearly instead of hanging a run. Local
+    filesystems ignore them."""
+    if attempts < 1 or read_timeout_s <= 0:
+        raise ValueError(
+            f"attempts must be >= 1 and read_timeout_s > 0, got {attempts}, {read_timeout_s}"
+        )
+    options: dict[str, Any] = {
+        "config_kwargs": {
+            "retries": {"total_max_attempts": attempts, "mode": "standard"},
+            "connect_timeout": S3_CONNECT_TIMEOUT_S,
+            "read_timeout": read_timeout_s,
+        }
+    }
     if endpoint_url:
         options["endpoint_url"] = endpoint_url
     if key:
@@ -77,6 +95,7 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> by
 def check_reachable(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
     """Raise :class:`StorageUnreachableError` (naming the URI) when ``uri``'s storage cannot be
     listed, e.g. an S3 bucket that does not exist or an endpoint that is down."""
+    attempts = _attempts(storage_options)  # read first: botocore rewrites its config in place
     try:
         fs, path = filesystem(uri, storage_options)
         if is_local(fs):
@@ -85,9 +104,13 @@ def check_reachable(uri: str, storage_options: Mapping[str, Any] | None = None) 
         fs.ls(bucket, detail=False)
     except FileNotFoundError as exc:
         raise StorageUnreachableError(f"{uri}: bucket or prefix not found ({exc})") from None
-    except (OSError, ValueError) as exc:
-        raise StorageUnreachableError(f"{uri}: storage unreachable ({exc})") from None
     except Exception as exc:  # botocore raises its own classes for endpoint errors
         raise StorageUnreachableError(
-            f"{uri}: storage unreachable ({type(exc).__name__}: {exc})"
+            f"{uri}: storage unreachable after {attempts} attempt(s) with "
+            f"backoff ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _attempts(storage_options: Mapping[str, Any] | None) -> int:
+    config = dict(storage_options or {}).get("config_kwargs") or {}
+    return int((config.get("retries") or {}).get("total_max_attempts", 1))

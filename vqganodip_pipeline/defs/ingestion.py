@@ -21,7 +21,7 @@ from vqganodip_pipeline.defs.metadata import (
     table_metadata,
 )
 from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
-from vqganodip_pipeline.defs.policies import IO_RETRY
+from vqganodip_pipeline.defs.policies import IO_RETRY, stops_on_interrupt
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_frame
@@ -184,6 +184,7 @@ def ingestion_asset(
         group_name=group,
         retry_policy=IO_RETRY,
     )
+    @stops_on_interrupt
     def ingest(
         context: dg.AssetExecutionContext, config: BatchImagesConfig, inbox: BatchInbox
     ) -> Iterator[dg.Output]:

@@ -2,9 +2,11 @@
 instance folder, and what a run's failed steps mean."""
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dagster as dg
+
+from vqganodip_pipeline.defs.policies import INTERRUPTED
 
 
 def prepare_instance_home(path: str | Path) -> Path:
@@ -30,6 +32,15 @@ class JobStepError(RuntimeError):
         self.job, self.step, self.message = job, step, message
 
 
+class RunInterruptedError(JobStepError):
+    """A step of an in-process job run stopped by an interrupt (SIGINT, SIGTERM)."""
+
+
+def _interrupted(error: Any) -> bool:
+    text = error.to_string() if error else ""
+    return "DagsterExecutionInterruptedError" in text or INTERRUPTED in text
+
+
 class FailedCheck(NamedTuple):
     """An asset check that did not pass: ``asset:check``, why, and ``ERROR`` or ``WARN``."""
 
@@ -49,9 +60,9 @@ def failed_checks_or_raise(job: str, result: dg.ExecuteInProcessResult) -> list[
     for event in result.get_step_failure_events():
         if event.step_key not in check_steps:
             error = event.step_failure_data.error
-            raise JobStepError(
-                job, str(event.step_key), error.message.strip() if error else "unknown error"
-            )
+            kind = RunInterruptedError if _interrupted(error) else JobStepError
+            message = error.message.strip() if error else "unknown error"
+            raise kind(job, str(event.step_key), message)
     return [
         FailedCheck(f"{e.asset_key.path[-1]}:{e.check_name}", e.description or "", e.severity.value)
         for e in failed

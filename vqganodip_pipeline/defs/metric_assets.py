@@ -11,7 +11,7 @@ from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import frame_table, image_markdown, table_metadata
 from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import shift_partitions
-from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL
+from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, stops_on_interrupt
 from vqganodip_pipeline.defs.release import Release
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
@@ -67,6 +67,7 @@ def table_summary(metrics: pd.DataFrame) -> dict:
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
 )
+@stops_on_interrupt
 def training_metrics(
     context: dg.AssetExecutionContext,
     dataset_split: pd.DataFrame,
@@ -149,6 +150,7 @@ def training_metrics(
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
 )
+@stops_on_interrupt
 def batch_reconstructions(
     context: dg.AssetExecutionContext,
     batch_images: pd.DataFrame,
@@ -210,6 +212,7 @@ def batch_reconstructions(
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
 )
+@stops_on_interrupt
 def batch_metrics(
     context: dg.AssetExecutionContext,
     batch_images: pd.DataFrame,

@@ -12,7 +12,12 @@ from vqganodip_pipeline.data.loading import load_images
 from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
 from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import image_markdown, png_markdown
-from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, TRAINING_RETRY
+from vqganodip_pipeline.defs.policies import (
+    COMPUTE_RETRY,
+    TORCH_POOL,
+    TRAINING_RETRY,
+    stops_on_interrupt,
+)
 from vqganodip_pipeline.defs.release import record_rejection
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
@@ -64,6 +69,7 @@ class VQGANTrainingConfig(dg.Config):
     pool=TORCH_POOL,
     retry_policy=TRAINING_RETRY,
 )
+@stops_on_interrupt
 def vqgan_checkpoint(
     context: dg.AssetExecutionContext,
     config: VQGANTrainingConfig,
@@ -250,6 +256,7 @@ class WeightingMaskConfig(dg.Config):
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
 )
+@stops_on_interrupt
 def weighting_mask(
     context: dg.AssetExecutionContext,
     config: WeightingMaskConfig,

@@ -19,7 +19,7 @@ from vqganodip_pipeline.defs.metadata import (
 from vqganodip_pipeline.defs.metric_assets import normal_of
 from vqganodip_pipeline.defs.model_assets import model_bundle
 from vqganodip_pipeline.defs.partitions import shift_partitions
-from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL
+from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, stops_on_interrupt
 from vqganodip_pipeline.defs.release import Release, record_rejection
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
@@ -113,6 +113,7 @@ class CompositeScoreConfig(dg.Config):
     pool=TORCH_POOL,
     retry_policy=COMPUTE_RETRY,
 )
+@stops_on_interrupt
 def composite_score_model(
     context: dg.AssetExecutionContext,
     config: CompositeScoreConfig,

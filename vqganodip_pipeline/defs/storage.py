@@ -27,10 +27,16 @@ from typing import Any
 
 import dagster as dg
 from dagster import UPathIOManager
+from pydantic import Field
 from upath import UPath
 
 from vqganodip_pipeline import serialization
-from vqganodip_pipeline.data.fs import check_reachable, s3_options
+from vqganodip_pipeline.data.fs import (
+    S3_ATTEMPTS,
+    S3_READ_TIMEOUT_S,
+    check_reachable,
+    s3_options,
+)
 from vqganodip_pipeline.hashing import sha256_hex
 
 POINTER = "LATEST"
@@ -51,9 +57,19 @@ class StorageLocation(dg.ConfigurableResource):
     key: str | None = None
     secret: str | None = None
     region: str | None = None
+    attempts: int = Field(
+        default=S3_ATTEMPTS,
+        description="Tries per S3 request (exponential backoff between them) before a step "
+        "fails with StorageUnreachableError.",
+    )
+    timeout_s: float = Field(
+        default=S3_READ_TIMEOUT_S, description="Seconds one S3 request may stall before a retry."
+    )
 
     def storage_options(self) -> dict[str, Any]:
-        return s3_options(self.endpoint_url, self.key, self.secret, self.region)
+        return s3_options(
+            self.endpoint_url, self.key, self.secret, self.region, self.attempts, self.timeout_s
+        )
 
     def is_remote(self) -> bool:
         return "://" in self.base_path and not self.base_path.startswith("file://")

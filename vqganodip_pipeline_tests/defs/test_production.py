@@ -8,6 +8,10 @@ it matters (the staleness tests start and end with nothing stale)."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -122,7 +126,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     preset = get_preset("tiny")
     write_demo_batches(preset, root / "inbox", root / "truth")
     settings = PipelineSettings(preset="tiny", work_dir=str(root / "work"))
-    with dg.DagsterInstance.ephemeral() as instance:
+    # a persistent instance, so that a second process (the killed run below) shares it
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         deployment = Deployment(root, instance, settings)
         instance.add_dynamic_partitions(reference_partitions.name, [REFERENCE_BATCH])
         instance.add_dynamic_partitions(shift_partitions.name, [PRODUCTION_BATCH])
@@ -445,3 +453,60 @@ def test_trace_prints_the_chain_of_a_scored_image(
         assert [e["file_unchanged"] for e in changed if e["shift"] == PRODUCTION_BATCH] == [False]
     finally:
         path.write_bytes(original)
+
+
+SCORE_IN_ANOTHER_PROCESS = """
+import sys
+
+import dagster as dg
+
+from vqganodip_pipeline.definitions import build_definitions
+from vqganodip_pipeline.defs.settings import PipelineSettings
+
+home, storage, inbox, work, shift = sys.argv[1:]
+defs = build_definitions(
+    storage_base=storage, inbox_root=inbox, settings=PipelineSettings(preset="tiny", work_dir=work)
+)
+with dg.DagsterInstance.from_config(home) as instance:
+    defs.resolve_job_def("process_batch").execute_in_process(instance=instance, partition_key=shift)
+"""
+
+
+def test_a_scoring_run_killed_mid_batch_reruns_to_the_same_rows(deployment: Deployment) -> None:
+    """SIGKILL (no cleanup runs) while ``batch_metrics`` works on the shift; the re-run scores
+    every image of the shift exactly once, with the scores of before."""
+    before = deployment.run("process_batch", partition_key=PRODUCTION_BATCH).output_for_node(
+        "batch_scores"
+    )  # scored with the release now serving
+    script = deployment.root / "score.py"
+    script.write_text(SCORE_IN_ANOTHER_PROCESS)
+    args = [str(deployment.root / "dagster_home"), str(deployment.storage)]
+    args += [str(deployment.inbox), deployment.settings.work_dir, PRODUCTION_BATCH]
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if 'Started execution of step "batch_metrics"' in line:
+                time.sleep(0.5)  # inside the step, part of the batch done
+                process.send_signal(signal.SIGKILL)
+                break
+        assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    finally:
+        if process.poll() is None:
+            process.kill()
+    rerun = deployment.run("process_batch", partition_key=PRODUCTION_BATCH)
+    after = rerun.output_for_node("batch_scores")
+    images = pd.read_parquet(
+        deployment.storage / deployment.latest("batch_images", PRODUCTION_BATCH)["stored_path"]
+    )
+    assert after["image_id"].is_unique and len(after) == len(images)
+    assert set(after["image_id"]) == set(images["image_id"])
+    pd.testing.assert_frame_equal(
+        after.set_index("image_id").sort_index()[["score", "decision"]],
+        before.set_index("image_id").sort_index()[["score", "decision"]],
+    )
