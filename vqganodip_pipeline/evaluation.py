@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vqganodip_pipeline import scoring
+from vqganodip_pipeline import scoring, serialization
 from vqganodip_pipeline.data.fs import filesystem, join_uri, s3_options
 from vqganodip_pipeline.data.manifest import label_counts
 from vqganodip_pipeline.data.sources import LAYOUTS
@@ -318,8 +318,9 @@ def run_evaluation(
     report["failed_checks"] = failed_checks
     if config.targets:
         report["targets"] = check_targets(report, config.targets)
-    json_path, html_path = write_report(out_dir, report, figures)
-    _write_new(out_dir / "metrics.parquet", metrics)
+    json_path, html_path = write_report(
+        out_dir, report, figures, {"metrics.parquet": serialization.frame_to_parquet(metrics)}
+    )
     honest, paper = report["protocols"]["honest"], report["protocols"]["paper"]
     log(
         f"[evaluate] honest ZFN accuracy {honest['zfn']['accuracy']:.2%} "
@@ -330,14 +331,3 @@ def run_evaluation(
         log(f"[evaluate] WARNING: {report['shortcut']['statement']}")
     log(f"[evaluate] report: {html_path}; asset storage: {join_uri(str(out_dir), 'storage')}")
     return json_path, html_path, report
-
-
-def _write_new(path: Path, frame: pd.DataFrame) -> None:
-    """Write ``frame`` as Parquet at ``path``; an existing file is kept as
-    ``<stem>-previous-<n>``."""
-    if path.exists():
-        n = 1
-        while path.with_name(f"{path.stem}-previous-{n}{path.suffix}").exists():
-            n += 1
-        path.rename(path.with_name(f"{path.stem}-previous-{n}{path.suffix}"))
-    frame.to_parquet(path, index=False)

@@ -822,8 +822,8 @@ def _previous_stamp(out_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stamp).strip("-.") or "unknown"
 
 
-def _move_previous(out_dir: Path) -> Path | None:
-    names = [n for n in (REPORT_JSON, REPORT_HTML, FIGURES_DIR) if (out_dir / n).exists()]
+def _move_previous(out_dir: Path, extra: Sequence[str] = ()) -> Path | None:
+    names = [n for n in (REPORT_JSON, REPORT_HTML, FIGURES_DIR, *extra) if (out_dir / n).exists()]
     if not names:
         return None
     base = out_dir / f"previous-{_previous_stamp(out_dir)}"
@@ -844,16 +844,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_report(
-    out_dir: Path, report: dict[str, Any], figures: Mapping[str, bytes]
+    out_dir: Path,
+    report: dict[str, Any],
+    figures: Mapping[str, bytes],
+    extra: Mapping[str, bytes] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.json``, ``report.html`` and ``figures/<name>.png`` into ``out_dir``.
+    """Write ``report.json``, ``report.html``, ``figures/<name>.png`` and the ``extra`` files
+    (``{file name: bytes}``, e.g. the metric table) into ``out_dir``.
 
     The written report is a copy of ``report`` whose ``figures`` entry lists every figure
     written (``file`` set, ``caption`` kept or defaulted to the name); ``report`` itself is not
     changed. A report already in ``out_dir`` (any of the three) is first moved to
-    ``out_dir/previous-<its created time>/``. Everything is validated before any file is
-    touched; a ``report["figures"]`` entry without bytes in ``figures`` is an error.
-    Returns the paths of report.json and report.html.
+    ``out_dir/previous-<its created time>/``, with those extra files. Everything is validated
+    before any file is touched; a ``report["figures"]`` entry without bytes in ``figures`` is an
+    error. Returns the paths of report.json and report.html.
     """
     out_dir = Path(out_dir)
     figures = dict(figures)
@@ -879,7 +883,10 @@ def write_report(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"report output {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _move_previous(out_dir)
+    extra = dict(extra or {})
+    _move_previous(out_dir, list(extra))
+    for name, data in extra.items():
+        _write_atomic(out_dir / name, bytes(data))
     if figures:
         (out_dir / FIGURES_DIR).mkdir()
         for name, data in figures.items():

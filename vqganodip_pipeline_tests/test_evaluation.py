@@ -197,15 +197,3 @@ def test_a_candidate_whose_blocking_check_fails_is_still_evaluated(
     page = html_path.read_text()
     assert "check failed" in page and "evaluates it anyway" in page
     validate_report(json.loads((tmp_path / "out" / "report.json").read_text()))
-
-
-def test_an_existing_metric_table_in_out_is_kept(tmp_path: Path) -> None:
-    from vqganodip_pipeline.evaluation import _write_new
-
-    first, second = pd.DataFrame({"a": [1.0]}), pd.DataFrame({"a": [2.0]})
-    _write_new(tmp_path / "metrics.parquet", first)
-    _write_new(tmp_path / "metrics.parquet", second)
-    _write_new(tmp_path / "metrics.parquet", first)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics.parquet"), first)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics-previous-1.parquet"), first)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics-previous-2.parquet"), second)

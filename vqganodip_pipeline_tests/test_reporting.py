@@ -424,14 +424,21 @@ def test_write_report_writes_files_and_completes_figure_entries(tmp_path: Path) 
 
 def test_write_report_moves_a_previous_report_aside(tmp_path: Path) -> None:
     first = example_report()
-    write_report(tmp_path, first, {"scores": png_bytes(1)})
+    write_report(tmp_path, first, {"scores": png_bytes(1)}, {"metrics.parquet": b"first"})
     second = example_report()
     second["created"] = "2024-06-02T08:00:00+00:00"
     second["protocols"]["honest"]["zfn"] = confusion(20, 10, 30, 0)  # 50/60 = 83.33 %
-    write_report(tmp_path, second, {"scores": png_bytes(2)})
+    write_report(tmp_path, second, {"scores": png_bytes(2)}, {"metrics.parquet": b"second"})
 
     previous = tmp_path / "previous-2024-05-01T12-34-56-00-00"
-    assert sorted(p.name for p in previous.iterdir()) == ["figures", "report.html", "report.json"]
+    assert sorted(p.name for p in previous.iterdir()) == [
+        "figures",
+        "metrics.parquet",
+        "report.html",
+        "report.json",
+    ]
+    assert (previous / "metrics.parquet").read_bytes() == b"first"
+    assert (tmp_path / "metrics.parquet").read_bytes() == b"second"
     old = json.loads((previous / "report.json").read_text(encoding="utf-8"))
     new = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert old["created"] == first["created"] and new["created"] == second["created"]

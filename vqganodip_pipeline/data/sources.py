@@ -229,6 +229,13 @@ def parse_deeppcb_boxes(text: str, where: str) -> tuple[tuple[int, int, int, int
     return tuple(boxes)
 
 
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetLayoutError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+
+
 def scan_deeppcb(
     root: str,
     storage_options: Mapping[str, Any] | None = None,
@@ -245,16 +252,26 @@ def scan_deeppcb(
     list_path = posixpath.join(base, list_file)
     if not fs.isfile(list_path):
         raise DatasetLayoutError(f"{root}: DeepPCB list file {list_file} not found")
-    lines = fs.cat_file(list_path).decode("utf-8").splitlines()
+    where = f"{root}/{list_file}"
+    lines = _utf8(fs.cat_file(list_path), where).splitlines()
     pairs: list[tuple[str, str, str]] = []
+    listed: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2:
-            raise DatasetLayoutError(f"{root}/{list_file}:{number}: expected two paths")
+            raise DatasetLayoutError(f"{where}:{number}: expected two paths")
+        for rel in fields:
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise DatasetLayoutError(f"{where}:{number}: {rel!r} leaves the dataset folder")
         image_rel, boxes_rel = fields
         stem = posixpath.splitext(image_rel)[0]
+        if stem in listed:
+            raise DatasetLayoutError(
+                f"{where}:{number}: the pair {stem} is already listed on line {listed[stem]}"
+            )
+        listed[stem] = number
         pairs.append((stem, boxes_rel, posixpath.dirname(image_rel).split("/")[0]))
 
     # Seeded, stratified by board group so every board design appears on both sides.
@@ -272,7 +289,8 @@ def scan_deeppcb(
         problems: tuple[str, ...] = ()
         boxes: tuple[tuple[int, int, int, int, int], ...] = ()
         if fs.isfile(boxes_path):
-            boxes = parse_deeppcb_boxes(fs.cat_file(boxes_path).decode("utf-8"), boxes_rel)
+            text = _utf8(fs.cat_file(boxes_path), f"{root}/{boxes_rel}")
+            boxes = parse_deeppcb_boxes(text, f"{root}/{boxes_rel}")
         else:
             problems = (f"annotation file {boxes_rel} listed in {list_file} is missing",)
         kinds = sorted({DEEPPCB_DEFECT_NAMES.get(box[4], f"type{box[4]}") for box in boxes})

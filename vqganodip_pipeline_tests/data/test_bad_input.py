@@ -185,3 +185,102 @@ def test_identical_bytes_with_two_labels_are_both_quarantined(tmp_path: Path) ->
     reasons = dict(zip(quarantine["relative_path"], quarantine["reason"], strict=True))
     assert set(reasons) == {"a.png", "a_copy.png"}
     assert all("conflicting labels" in r for r in reasons.values())
+
+
+# ---- the whole corpus in one batch ---------------------------------------------------------
+
+
+def _jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    rgb = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _bad_crc(seed: int) -> bytes:
+    data = bytearray(png_bytes(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), np.uint8)))
+    idat = data.index(b"IDAT")
+    data[idat + 6] ^= 0xFF  # one byte of the compressed pixels, its chunk CRC now wrong
+    return bytes(data)
+
+
+def bad_input_corpus(folder: Path, outside: Path) -> dict[str, str | None]:
+    """Write a batch of good and bad files into ``folder``; returns ``{name: expected}``, the
+    expected being ``None`` for a file that must be read, else a phrase of its reason."""
+    rng = np.random.default_rng(0)
+    rgb = lambda seed: np.random.default_rng(seed).integers(0, 255, (16, 16, 3), np.uint8)  # noqa: E731
+    cases: dict[str, tuple[bytes, str | None]] = {
+        "good0.png": (png_bytes(rgb(0)), None),
+        "good1.png": (png_bytes(rgb(1)), None),
+        "good2.png": (png_bytes(rgb(2)), None),
+        "UPPER.PNG": (png_bytes(rgb(3)), None),
+        "photo.jpg": (_jpeg(4), None),
+        "ramp16.png": (png_bytes(rng.integers(0, 65535, (16, 16)).astype(np.uint16)), None),
+        "palette.png": (png_bytes(rgb(5), mode="P"), None),
+        "empty.png": (b"", "empty file"),
+        "truncated.png": (png_bytes(rgb(6))[:60], "truncated image"),
+        "text.png": (b"this is not an image\n", "not a recognised image format"),
+        "notes.txt": (b"operator notes\n", "not a recognised image format"),
+        "bad_crc.png": (_bad_crc(7), "undecodable"),
+        "bomb.png": (bomb_header(20000, 20000), "too many pixels"),
+        "bomb9k.png": (bomb_header(9000, 9000), "more than the limit"),
+        "small.png": (png_bytes(rgb(8)[:12, :12]), "differs from the batch's 16x16"),
+        "zz_copy_of_good0.png": (png_bytes(rgb(0)), "duplicate content of"),  # after good0
+    }
+    folder.mkdir(parents=True)
+    for name, (data, _) in cases.items():
+        (folder / name).write_bytes(data)
+    outside.mkdir(parents=True)
+    (outside / "secret.png").write_bytes(png_bytes(rgb(9)))
+    (folder / "leak.png").symlink_to(outside / "secret.png")
+    expected = {name: reason for name, (_, reason) in cases.items()}
+    expected["leak.png"] = "resolves outside the landing zone"
+    return expected
+
+
+def test_the_bad_input_corpus_loses_no_image_and_says_why_for_each(tmp_path: Path) -> None:
+    expected = bad_input_corpus(tmp_path / "inbox" / "shift", tmp_path / "elsewhere")
+    _, entries = scan_source(str(tmp_path / "inbox" / "shift"), "folder")
+    manifest, quarantine = build_manifest(entries, "shift", landing_zone=str(tmp_path / "inbox"))
+    read = set(manifest["relative_path"])
+    reasons = dict(zip(quarantine["relative_path"], quarantine["reason"], strict=True))
+    lost = sorted(set(expected) - read - set(reasons))
+    print(
+        f"bad-input corpus: {len(expected)} cases, {len(read)} read, "
+        f"{len(reasons)} quarantined, {len(lost)} lost"
+    )
+    for name in sorted(expected):
+        print(f"  {name:20s} {'read' if name in read else reasons.get(name, 'LOST')}")
+    assert lost == [] and not read & set(reasons)
+    assert read == {name for name, reason in expected.items() if reason is None}
+    for name, reason in expected.items():
+        if reason is not None:
+            assert reason in reasons[name], (name, reasons[name])
+
+
+@pytest.mark.parametrize(
+    ("listing", "annotation", "message"),
+    [
+        (b"g/1.jpg g/1.txt\ng/2.jpg\n", b"1 2 3 4 1\n", r"trainval\.txt:2: expected two paths"),
+        (
+            b"g/1.jpg g/1.txt\n\ng/1.jpg g/1.txt\n",
+            b"",
+            r"trainval\.txt:3: .*already listed on line 1",
+        ),
+        (b"g/1.jpg ../../etc/passwd\n", b"", r"trainval\.txt:1: '\.\./\.\./etc/passwd' leaves"),
+        (b"g/1.jpg g/1.txt\n\xff\n", b"", r"trainval\.txt: not UTF-8 text \(byte 16\)"),
+        (b"g/1.jpg g/1.txt\n", b"1 2 3 4 1\n1 2 x 4 1\n", r"g/1\.txt:2: non-numeric box"),
+        (b"g/1.jpg g/1.txt\n", b"1 2 3 4 \xe9\n", r"g/1\.txt: not UTF-8 text"),
+    ],
+)
+def test_bad_deeppcb_lists_and_annotations_name_file_and_line(
+    tmp_path: Path, listing: bytes, annotation: bytes, message: str
+) -> None:
+    from vqganodip_pipeline.data.sources import DatasetLayoutError
+
+    write_png(tmp_path / "g" / "1_temp.jpg", 1)
+    write_png(tmp_path / "g" / "1_test.jpg", 2)
+    (tmp_path / "g" / "1.txt").write_bytes(annotation)
+    (tmp_path / "trainval.txt").write_bytes(listing)
+    with pytest.raises(DatasetLayoutError, match=message):
+        scan_source(str(tmp_path), "deeppcb")
