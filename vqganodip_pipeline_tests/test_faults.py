@@ -79,6 +79,31 @@ def test_s3_endpoint_stopped_mid_run_fails_clearly_after_retries(aws_credentials
     assert "testing" not in text  # the credentials are never part of an error
 
 
+def test_credentials_appear_in_no_event_metadata_log_or_stored_file(
+    s3_endpoint: str, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, secret = "AKIDVQGANODIPKEY", "s3cr3t-vqganodip-XYZ"  # moto accepts any credentials
+    location = StorageLocation(
+        base_path=f"s3://{s3_bucket}/store", endpoint_url=s3_endpoint, key=key, secret=secret
+    )
+    with caplog.at_level("DEBUG"):
+        result = materialize(location, ["table", "total"])
+    assert result.success
+    events = "\n".join(repr(event) for event in result.all_events)
+    assert f"s3://{s3_bucket}/store" in events  # the events do name the storage
+    assert key not in events and secret not in events
+    # botocore's own DEBUG log shows the access key id of each signed request (never the
+    # secret); at INFO, the level of the project's and Dagster's logs, neither appears
+    assert secret not in caplog.text
+    assert key not in "\n".join(r.getMessage() for r in caplog.records if r.levelno >= 20)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, key=key, secret=secret)
+    for path in fs.find(f"{s3_bucket}/store"):
+        data = fs.cat_file(path)
+        assert key.encode() not in data and secret.encode() not in data, path
+
+
 @pytest.fixture()
 def stalled_endpoint() -> Iterator[str]:
     """A TCP server on 127.0.0.1 that accepts connections and never answers."""

@@ -29,6 +29,7 @@ from vqganodip_pipeline.pipeline import (
 )
 from vqganodip_pipeline.scoring.baselines import single_metric_auroc
 from vqganodip_pipeline.scoring.table import metric_columns
+from vqganodip_pipeline.serialization import bytes_to_checkpoint, npz_to_arrays
 from vqganodip_pipeline.viz import draw_boxes
 from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
 
@@ -166,7 +167,9 @@ def batch_reconstructions(
         raise dg.Failure(f"batch {context.partition_key}: no readable images to reconstruct")
     release = Release(released_model, storage)
     context.log.info(f"release {release.release_id}: VQGAN {release.digest('vqgan_checkpoint')}")
-    checkpoint = checkpoint_from_payload(release.load("vqgan_checkpoint"))
+    checkpoint = checkpoint_from_payload(
+        bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint"))
+    )
     parts, outputs = [], []
     for _, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
@@ -229,8 +232,10 @@ def batch_metrics(
     if stored_ids != list(batch_images["image_id"]):
         raise dg.Failure("batch_reconstructions does not match batch_images: rematerialize it")
     release = Release(released_model, storage)
-    weighting_mask = release.load("weighting_mask")
-    _, choice = model_bundle(release.load("vqgan_checkpoint"), settings)
+    weighting_mask = npz_to_arrays(release.stored_bytes("weighting_mask"))
+    _, choice = model_bundle(
+        bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint")), settings
+    )
     context.log.info(f"perceptual backbone: {choice.note}")
     outputs = pd.DataFrame(
         {

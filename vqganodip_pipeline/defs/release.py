@@ -22,14 +22,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from vqganodip_pipeline import serialization
 from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import frame_table, png_markdown
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.defs.storage import StorageLocation, read_verified
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.viz import figure_png
-from vqganodip_pipeline.workflow.scoring import bytes_to_bundle
 
 RELEASED = "released_model"
 # the artefacts a release bundles, with the blocking checks that gate each of them
@@ -37,11 +35,6 @@ RELEASE_GATES: dict[str, tuple[str, ...]] = {
     "vqgan_checkpoint": ("vqgan_checkpoint_quality",),
     "weighting_mask": (),
     "composite_score_model": ("holdout_within_stated_risk",),
-}
-_READERS = {
-    "vqgan_checkpoint": serialization.bytes_to_checkpoint,
-    "weighting_mask": serialization.npz_to_arrays,
-    "composite_score_model": bytes_to_bundle,
 }
 HISTORY = 20  # releases and rejections shown in the release history
 
@@ -166,9 +159,11 @@ class Release:
     def digest(self, asset: str) -> str:
         return str(self.manifest["artefacts"][asset]["digest"])
 
-    def load(self, asset: str) -> Any:
+    def stored_bytes(self, asset: str) -> bytes:
+        """The bytes of the file the release names for ``asset``, checked against the digest
+        it recorded (the caller decodes them with the asset's ``serialization`` format)."""
         entry = self.manifest["artefacts"][asset]
-        return _READERS[asset](read_verified(self.location, entry["path"], entry["digest"]))
+        return read_verified(self.location, entry["path"], entry["digest"])
 
     def lineage(self) -> dict[str, str]:
         """The columns every scored row carries to name the release that decided it."""

@@ -36,6 +36,7 @@ from vqganodip_pipeline.workflow.report import (
 )
 from vqganodip_pipeline.workflow.roles import TRAINING_ROLES, role_rows
 from vqganodip_pipeline.workflow.scoring import (
+    bytes_to_bundle,
     labelled_evaluation,
     score_batch,
     score_metric_table,
@@ -326,7 +327,7 @@ def batch_scores(
     score reaches the released ZFN threshold), its most anomalous patches, and the lineage of
     the decision: the release and the digest of each of its artefacts."""
     release = Release(released_model, storage)
-    bundle = release.load("composite_score_model")
+    bundle = bytes_to_bundle(release.stored_bytes("composite_score_model"))
     result = score_batch(
         bundle["model"],
         batch_metrics,

@@ -9,19 +9,18 @@ with stays readable, and each materialization's metadata names the exact file it
 
 The outputs of one step are committed together: a step with several outputs (a manifest and its
 quarantine, a metric table and its patches) stages each output's pointer and moves all of them
-only once the last output is stored, under a per-partition lock (local storage), each pointer
+only once the last output is stored, under a per-partition lock (``defs.locks``), each pointer
 naming its siblings (``with <file> <folder>`` lines). A reader that loads two outputs of one
 commit gets that commit's pair even when another run commits in between, and a step that fails
 between its outputs moves no pointer at all.
 """
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from vqganodip_pipeline.data.fs import (
     check_reachable,
     s3_options,
 )
+from vqganodip_pipeline.defs.locks import local_locks, object_store_locks
 from vqganodip_pipeline.hashing import sha256_hex
 
 POINTER = "LATEST"
@@ -181,21 +181,17 @@ class VersionedIOManager(UPathIOManager):
         with contextlib.suppress(OSError, NotImplementedError):  # object stores have no folders
             staging.rmdir()
 
-    @contextlib.contextmanager
-    def _locked(self, folders: list[UPath]) -> Iterator[None]:
-        """Exclusive locks on the pointer folders (in a fixed order, so two commits cannot
-        deadlock); a no-op on object stores, which have no locks (see the README)."""
-        if self._base_path.protocol not in ("", "file", "local"):
-            yield
-            return
-        locks = Path(self._base_path.path) / LOCKS
-        locks.mkdir(exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            for folder in sorted({self.relative_path(f) for f in folders}):
-                lock = locks / f"{sha256_hex(folder.encode())[:DIGEST_CHARS]}.lock"
-                handle = stack.enter_context(open(lock, "a"))
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            yield
+    def _locked(self, folders: list[UPath]) -> contextlib.AbstractContextManager[None]:
+        """Exclusive locks on the pointer folders (``defs.locks``: flock locally, conditional
+        writes on S3), one lock file per folder under ``<base>/.locks/``."""
+        names = [
+            f"{LOCKS}/{sha256_hex(self.relative_path(f).encode())[:DIGEST_CHARS]}.lock"
+            for f in folders
+        ]
+        base = self._base_path
+        if base.protocol in ("", "file", "local"):
+            return local_locks([Path(base.path) / name for name in names])
+        return object_store_locks(base.fs, [f"{base.path.rstrip('/')}/{n}" for n in names])
 
     def relative_path(self, target: UPath) -> str:
         """``target`` relative to the storage base, as a release names it (the base may move)."""

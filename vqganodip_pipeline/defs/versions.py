@@ -53,9 +53,12 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
         ("scoring", "workflow.scoring", "workflow.roles"),
     ),
     "released_model": ("defs.release", ("serialization", "hashing", "viz")),
-    "batch_reconstructions": ("defs.metric_assets", (*_MODEL, "model.reconstruct")),
-    "batch_metrics": ("defs.metric_assets", (*_MODEL, "scoring.table")),
-    "batch_patches": ("defs.metric_assets", (*_MODEL, "scoring.table")),
+    "batch_reconstructions": (
+        "defs.metric_assets",
+        (*_MODEL, "model.reconstruct", "serialization"),
+    ),
+    "batch_metrics": ("defs.metric_assets", (*_MODEL, "scoring.table", "serialization")),
+    "batch_patches": ("defs.metric_assets", (*_MODEL, "scoring.table", "serialization")),
     "batch_scores": (
         "defs.scoring_assets",
         ("workflow.scoring", "workflow.report", "serialization", "viz"),

@@ -7,7 +7,7 @@ Contents (all plain containers, tensors and numbers):
 * ``history``: ``{"train": [...], "eval": [...], "restarts": [...]}`` lists of per-step and
   per-evaluation records (losses, codebook usage, perplexity, images/s, validation L1 / PSNR);
 * ``step``, ``best_step``; ``data_hash``: the caller's training-data manifest hash;
-* ``code_version``: package version + sha256 of the ``model`` package sources;
+* ``code_version``: package version + hash of the training code's import closure;
 * ``perceptual``: which perceptual backbone was used ("mobilenet_v2:sha256=..." or
   "fallback:...");
 * ``optimizers`` / ``trainer_state``: what resuming needs (Adam states, RNG states, sampler
@@ -19,7 +19,6 @@ the target, so an interrupted save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -33,22 +32,17 @@ from vqganodip_pipeline import __version__
 from vqganodip_pipeline.model.config import TrainConfig, VQGANConfig
 from vqganodip_pipeline.model.discriminator import NLayerDiscriminator
 from vqganodip_pipeline.model.vqgan import VQGAN, build_discriminator
+from vqganodip_pipeline.versioning import closure_hash
 
 FORMAT_VERSION = 1
-_MODEL_SOURCE_DIR = Path(__file__).resolve().parent
-
-
-def model_source_hash() -> str:
-    """sha256 over the names and bytes of the ``vqganodip_pipeline.model`` source files."""
-    digest = hashlib.sha256()
-    for path in sorted(_MODEL_SOURCE_DIR.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+# the modules whose code makes a checkpoint: training and everything it imports, transitively
+CHECKPOINT_MODULES = ("vqganodip_pipeline.model.train", "vqganodip_pipeline.model.checkpoint")
 
 
 def code_version() -> dict[str, str]:
-    return {"package_version": __version__, "model_source_sha256": model_source_hash()}
+    """The package version and the hash of the sources of :data:`CHECKPOINT_MODULES` and all
+    they import (``versioning.closure_hash``: the same closure the asset code versions use)."""
+    return {"package_version": __version__, "code_closure": closure_hash(CHECKPOINT_MODULES)}
 
 
 @dataclass

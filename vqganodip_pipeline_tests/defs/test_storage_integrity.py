@@ -104,10 +104,14 @@ def both(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_pair(base: Path, value: int, fail_right: bool = False) -> bool:
+    return write_pair_at(StorageLocation(base_path=str(base)), value, fail_right)
+
+
+def write_pair_at(location: StorageLocation, value: int, fail_right: bool = False) -> bool:
     return dg.materialize(
         [pair, both],
         selection=["left", "right"],
-        resources=io_managers(StorageLocation(base_path=str(base))),
+        resources=io_managers(location),
         run_config={"ops": {"pair": {"config": {"value": value, "fail_right": fail_right}}}},
         raise_on_error=False,
     ).success

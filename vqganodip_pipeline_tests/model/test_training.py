@@ -128,7 +128,11 @@ def test_checkpoint_round_trip_and_mismatched_config(
     assert ckpt.perceptual == "fallback:random_convnet(seed=0)"
     assert ckpt.train_config == tiny_run.train_config
     assert ckpt.history == tiny_run.history
-    assert len(ckpt.code_version["model_source_sha256"]) == 64
+    from vqganodip_pipeline.versioning import closure_hash, module_closure
+
+    train, checkpoint = "vqganodip_pipeline.model.train", "vqganodip_pipeline.model.checkpoint"
+    assert ckpt.code_version["code_closure"] == closure_hash([train, checkpoint])
+    assert "vqganodip_pipeline.model.losses" in module_closure([train])  # imports followed
     x = images_to_tensor(val_boards)
     with torch.no_grad():
         torch.testing.assert_close(ckpt.model(x)[0], tiny_run.model(x)[0])
