@@ -151,26 +151,34 @@ def _zip(members: Mapping[str, bytes]) -> bytes:
 
 
 def _stable_zip(data: bytes) -> bytes:
-    """A skops file rewritten so that equal content is equal bytes: fixed member times, and
-    the memory addresses skops records as object ids (``__id__``) renumbered in order of
-    appearance (the same object keeps one number, so shared references survive)."""
+    """A skops file rewritten so that equal content is equal bytes: fixed member times, and the
+    memory addresses skops records as object ids (``__id__``) and uses as array file names
+    (``file``) renumbered in order of appearance (the same object keeps one number, so shared
+    references survive)."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     numbers: dict[int, int] = {}
+    files: dict[str, str] = {}
 
     def renumber(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: numbers.setdefault(v, len(numbers)) if k == "__id__" else renumber(v)
-                for k, v in node.items()
-            }
         if isinstance(node, list):
             return [renumber(v) for v in node]
-        return node
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k == "__id__":
+                out[k] = numbers.setdefault(v, len(numbers))
+            elif k == "file" and isinstance(v, str) and v in members:
+                suffix = v[v.rfind(".") :] if "." in v else ""
+                out[k] = files.setdefault(v, f"{len(files)}{suffix}")
+            else:
+                out[k] = renumber(v)
+        return out
 
-    schema = json.loads(members["schema.json"])
-    members["schema.json"] = json.dumps(renumber(schema), indent=2).encode()
-    return _zip(members)
+    schema = json.dumps(renumber(json.loads(members.pop("schema.json"))), indent=2).encode()
+    renamed = {files.get(name, name): content for name, content in members.items()}
+    return _zip({"schema.json": schema, **dict(sorted(renamed.items()))})
 
 
 def bytes_to_bundle(

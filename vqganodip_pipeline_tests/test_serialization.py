@@ -65,6 +65,11 @@ def test_every_candidate_pipeline_is_made_of_trusted_types_and_round_trips() -> 
         seen |= types
         loaded = sio.loads(data, trusted=sorted(types))
         np.testing.assert_array_equal(loaded.predict_proba(x), pipeline.predict_proba(x))
+        # stored twice, equal bytes (skops names arrays after memory addresses; renumbered)
+        stored = serialization.bundle_to_bytes({"p": pipeline}, [], PERSISTED_TYPES)
+        assert stored == serialization.bundle_to_bytes({"p": pipeline}, [], PERSISTED_TYPES), code
+        again = serialization.bytes_to_bundle(stored, [], PERSISTED_TYPES)["p"]
+        np.testing.assert_array_equal(again.predict_proba(x), pipeline.predict_proba(x))
     assert seen == PERSISTED_TYPES  # nothing in the list that no candidate needs
 
 
