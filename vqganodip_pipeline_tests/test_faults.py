@@ -29,24 +29,21 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from vqganodip_pipeline.defs.policies import INTERRUPTED, stops_on_interrupt
 from vqganodip_pipeline.defs.storage import POINTER, StorageLocation, io_managers
 from vqganodip_pipeline.hashing import sha256_hex
+from vqganodip_pipeline_tests.defs.test_storage_integrity import table, total
 
 # ---- storage that goes away ---------------------------------------------------------------
 
 
-@dg.asset(io_manager_key="parquet_io_manager")
-def table() -> pd.DataFrame:
-    return pd.DataFrame({"v": [1, 2, 3]})
-
-
-@dg.asset(io_manager_key="parquet_io_manager")
-def total(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"sum": [int(table["v"].sum())]})
+def run_assets(
+    assets: list[dg.AssetsDefinition], selection: list[str], location: StorageLocation
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets, selection=selection, resources=io_managers(location), raise_on_error=False
+    )
 
 
 def materialize(location: StorageLocation, selection: list[str]) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [table, total], selection=selection, resources=io_managers(location), raise_on_error=False
-    )
+    return run_assets([table, total], selection, location)
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
@@ -171,18 +168,12 @@ def test_a_full_disk_fails_the_write_and_keeps_what_was_stored(small_disk: Path)
     location = StorageLocation(base_path=str(small_disk / "store"))
     assert materialize(location, ["table"]).success
     before = (small_disk / "store" / "table" / POINTER).read_bytes()
-    result = dg.materialize(
-        [table, total, noise],
-        selection=["noise"],
-        resources=io_managers(location),
-        raise_on_error=False,
-    )
+    result = run_assets([table, total, noise], ["noise"], location)
     assert not result.success and "No space left on device" in failure_text(result)
     staging = [p.name for p in small_disk.rglob("*.tmp")]
     assert staging == [] and not (small_disk / "store" / "noise" / POINTER).exists()
     assert (small_disk / "store" / "table" / POINTER).read_bytes() == before
-    shutil_free = os.statvfs(small_disk)
-    assert shutil_free.f_bavail > 0  # the failed write's space was given back
+    assert os.statvfs(small_disk).f_bavail > 0  # the failed write's space was given back
     assert materialize(location, ["total"]).success  # what was stored still loads
 
 
@@ -218,12 +209,7 @@ def test_a_corrupted_or_code_carrying_checkpoint_is_refused(tmp_path: Path) -> N
     location = StorageLocation(base_path=str(tmp_path / "store"))
 
     def run(selection: list[str]) -> dg.ExecuteInProcessResult:
-        return dg.materialize(
-            [checkpoint, uses],
-            selection=selection,
-            resources=io_managers(location),
-            raise_on_error=False,
-        )
+        return run_assets([checkpoint, uses], selection, location)
 
     assert run(["checkpoint"]).success
     folder = tmp_path / "store" / "checkpoint"
@@ -260,12 +246,7 @@ def test_a_tampered_model_file_is_refused_without_running_it(tmp_path: Path) -> 
     location = StorageLocation(base_path=str(tmp_path / "store"))
 
     def run(selection: list[str]) -> dg.ExecuteInProcessResult:
-        return dg.materialize(
-            [model, uses_model],
-            selection=selection,
-            resources=io_managers(location),
-            raise_on_error=False,
-        )
+        return run_assets([model, uses_model], selection, location)
 
     assert run(["model", "uses_model"]).success
     folder = tmp_path / "store" / "model"
