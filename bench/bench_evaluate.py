@@ -11,7 +11,14 @@ checked against what was measured and the spread over seeds.
   template and an abnormal tested image), native 640 px, no weighting mask (every pair is
   another board region), ``demo`` preset, a seeded subset of ``--deeppcb-pairs`` pairs.
 
-The seed sets the data (synthetic), the pair split and subset (DeepPCB), the role split, the
+* ``elpv``: the ``elpv-dataset`` package's 2,624 electroluminescence images of solar cells
+  (``pip install -e '.[bench]'``; skipped, with the reason in the result, when absent; CC BY-NC-SA:
+  evaluation only, never committed). Defect probability 0 is normal and 1 abnormal; the unsure
+  ratings (1/3, 2/3: 401 cells) are quarantined and counted. 300 px grey cells resized to 256 px,
+  ``demo`` preset, no weighting mask (cells are aligned, but their busbars and cracks vary in
+  position), a seeded subset of ``--elpv-cells`` cells.
+
+The seed sets the data (synthetic), the pair or cell subset (DeepPCB, ELPV), the role split, the
 VQGAN training and the classifier search. Both use the ImageNet MobileNetV2 weights from
 ../shared/data/weights when present.
 
@@ -23,7 +30,7 @@ DeepPCB images, which its licence keeps out of the repository: they stay in a te
 whose path the script prints. ``--quick`` runs the tiny preset on a small synthetic set into a
 temporary folder (a smoke run; results are not comparable).
 
-Run: ``.venv/bin/python bench/bench_evaluate.py [--quick] [--only synthetic|deeppcb]
+Run: ``.venv/bin/python bench/bench_evaluate.py [--quick] [--only synthetic|deeppcb|elpv]
 [--seeds 0,1,2]``.
 """
 
@@ -47,6 +54,17 @@ from vqganodip_pipeline.evaluation import EvaluationConfig, run_evaluation
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_from_tflite.pt"
 DEEPPCB = SHARED / "deeppcb-trainval"
+DATASETS = ("synthetic", "deeppcb", "elpv")
+
+
+def elpv_root() -> Path | None:
+    """The installed ``elpv-dataset`` package's data folder, or None."""
+    try:
+        import elpv_dataset
+    except ImportError:
+        return None
+    return Path(elpv_dataset.__file__).resolve().parent / "data"
+
 
 ZFN = "protocols.honest.zfn.accuracy"
 BASELINES = ("raw_mse", "best_single_metric", "golden_sample", "capture_shortcut")
@@ -169,8 +187,10 @@ def run_one(name: str, config: EvaluationConfig, out: Path) -> dict[str, Any]:
 
 
 def configs(
-    name: str, seed: int, quick: bool, scratch: Path, weights: str | None, pairs: int
+    name: str, seed: int, quick: bool, scratch: Path, weights: str | None, groups: int
 ) -> tuple[EvaluationConfig, dict[str, Any]]:
+    """The evaluation of dataset ``name`` at ``seed``; ``groups`` limits DeepPCB pairs or ELPV
+    cells (a seeded subset)."""
     if name == "synthetic":
         data = scratch / f"synthetic-seed{seed}"
         n_normal, n_abnormal = (60, 20) if quick else (300, 80)
@@ -191,7 +211,24 @@ def configs(
             targets=(*targets(0.95, 0.99), LATENCY),
         )
         return config, spec
-    n_pairs = 24 if quick else pairs
+    if name == "elpv":
+        n_cells = 120 if quick else groups
+        root = elpv_root()
+        assert root is not None, "checked by the caller"
+        spec = {"package": "elpv-dataset", "cells": n_cells, "unsure_ratings": "quarantined"}
+        config = EvaluationConfig(
+            dataset=str(root),
+            layout="elpv",
+            preset="tiny" if quick else "demo",
+            size=64 if quick else 256,  # the 300 px cells resized, as the synthetic boards
+            weights=weights,
+            use_mask=False,
+            seed=seed,
+            max_groups=n_cells,
+            targets=targets(0.90, None),
+        )
+        return config, spec
+    n_pairs = 24 if quick else groups
     spec = {"path": "../shared/data/deeppcb-trainval", "pairs": n_pairs, "binarised": True}
     config = EvaluationConfig(
         dataset=str(DEEPPCB),
@@ -210,14 +247,15 @@ def configs(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (minutes)")
-    parser.add_argument("--only", choices=("synthetic", "deeppcb"), default=None)
+    parser.add_argument("--only", choices=DATASETS, default=None)
     parser.add_argument("--deeppcb-pairs", type=int, default=150)
+    parser.add_argument("--elpv-cells", type=int, default=600)
     parser.add_argument(
         "--seeds", default=None, help="comma-separated benchmark seeds (default 0,1,2; quick: 0)"
     )
     parser.add_argument("--out", default=None, help="result file (single dataset runs)")
     args = parser.parse_args(argv)
-    names = [args.only] if args.only else ["synthetic", "deeppcb"]
+    names = [args.only] if args.only else list(DATASETS)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     weights = str(WEIGHTS) if WEIGHTS.is_file() else None
     scratch = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
@@ -229,14 +267,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench_evaluate] deeppcb skipped: {payload['skipped']}")
                 write_result("evaluate_deeppcb", payload, Path(args.out) if args.out else None)
                 continue
+            if name == "elpv" and elpv_root() is None:
+                payload = {"skipped": "elpv-dataset is not installed (pip install -e '.[bench]')"}
+                print(f"[bench_evaluate] elpv skipped: {payload['skipped']}")
+                write_result("evaluate_elpv", payload, Path(args.out) if args.out else None)
+                continue
             runs: dict[str, Any] = {}
             for seed in seeds:
-                config, spec = configs(name, seed, args.quick, scratch, weights, args.deeppcb_pairs)
+                groups = args.elpv_cells if name == "elpv" else args.deeppcb_pairs
+                config, spec = configs(name, seed, args.quick, scratch, weights, groups)
                 out = scratch / f"report_{name}_seed{seed}"
                 runs[str(seed)] = run_one(name, config, out)
                 runs[str(seed)]["dataset"] = spec
-                # DeepPCB's licence keeps its images (shown in the figures) out of the
-                # repository; the first synthetic seed's report folder is kept
+                # DeepPCB's and ELPV's licences keep their images (shown in the figures) out
+                # of the repository; the first synthetic seed's report folder is kept
                 if not args.quick and name == "synthetic" and seed == seeds[0]:
                     kept = RESULTS_DIR / "evaluate_synthetic"
                     shutil.rmtree(kept, ignore_errors=True)

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--layout",
         default="auto",
-        help="mvtec | deeppcb | folders | auto (default: detected from the folder)",
+        help="mvtec | deeppcb | folders | folder | elpv | auto (default: detected from the folder)",
     )
     evaluate.add_argument("--preset", default="demo", help="tiny | demo | paper")
     evaluate.add_argument("--out", required=True, help="output folder for the report")

@@ -48,7 +48,7 @@ class EvaluationConfig:
 
     Attributes:
         dataset: dataset root (folder or ``s3://`` URI); its name becomes the batch.
-        layout: ``mvtec``, ``deeppcb``, ``folders`` or ``auto`` (BatchInbox.layout).
+        layout: one of ``data.sources.LAYOUTS`` or ``auto`` (BatchInbox.layout).
         preset: ``tiny``, ``demo`` or ``paper`` (PipelineSettings.preset).
         size: working resolution in px; None = the preset's (PipelineSettings.image_size).
             DeepPCB's defects are a few px wide: evaluate it at its native 640 px.

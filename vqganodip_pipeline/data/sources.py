@@ -34,7 +34,7 @@ import numpy as np
 
 from vqganodip_pipeline.data.fs import filesystem, to_uri
 
-LAYOUTS = ("mvtec", "deeppcb", "folders", "folder")
+LAYOUTS = ("mvtec", "deeppcb", "folders", "folder", "elpv")
 LABELS = ("normal", "abnormal", "unknown")
 DEEPPCB_DEFECT_NAMES = {
     1: "open",
@@ -98,7 +98,24 @@ def detect_layout(root: str, storage_options: Mapping[str, Any] | None = None) -
     fs, path = filesystem(root, storage_options)
     if not fs.isdir(path):
         raise DatasetLayoutError(f"{root}: dataset folder does not exist")
-    return layout_of_names(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
+    layout = layout_of_names(names)
+    if layout == "folder" and {"labels.csv", "images"} <= set(names):
+        # an ELPV folder is a plain folder by its names; its labels.csv has no header and
+        # whitespace-separated "images/<file> <probability> <type>" rows
+        with fs.open(posixpath.join(path, "labels.csv"), "rb") as handle:
+            first = handle.readline().decode("utf-8", "replace").split()
+        if len(first) == 3 and first[0].startswith("images/") and _is_number(first[1]):
+            return "elpv"
+    return layout
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def layout_of_names(names: Iterable[str]) -> str:
@@ -140,6 +157,8 @@ def scan_source(
         entries = scan_folders(root, storage_options)
     elif layout == "folder":
         entries = scan_folder(root, storage_options)
+    elif layout == "elpv":
+        entries = scan_elpv(root, storage_options)
     else:
         raise DatasetLayoutError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if max_groups is not None:
@@ -313,6 +332,60 @@ def scan_deeppcb(
                     binarize=True,
                 )
             )
+    return entries
+
+
+ELPV_NORMAL, ELPV_ABNORMAL = 0.0, 1.0
+
+
+def scan_elpv(root: str, storage_options: Mapping[str, Any] | None = None) -> list[SourceEntry]:
+    """Entries of the ELPV solar-cell set (the ``elpv-dataset`` package's ``data`` folder:
+    ``labels.csv`` rows ``images/<file> <defect probability> <mono|poly>`` and ``images/``).
+
+    Probability 0 is normal and 1 abnormal; the experts' unsure ratings (1/3, 2/3) are neither,
+    so those images become entries with that problem: quarantined, counted, never trained or
+    scored on. An abnormal cell's ``defect_type`` is ``defective_<cell type>`` (``mono`` or
+    ``poly``), so splits stratify by the cell type."""
+    fs, base = filesystem(root, storage_options)
+    labels_path = posixpath.join(base, "labels.csv")
+    if not fs.isfile(labels_path):
+        raise DatasetLayoutError(f"{root}: an ELPV folder needs labels.csv")
+    where = f"{root}/labels.csv"
+    entries: list[SourceEntry] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(_utf8(fs.cat_file(labels_path), where).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 or not _is_number(fields[1]):
+            raise DatasetLayoutError(
+                f"{where}:{number}: expected 'images/<file> <probability> <type>', got {line!r}"
+            )
+        rel, probability, cell = fields[0], float(fields[1]), fields[2]
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise DatasetLayoutError(f"{where}:{number}: {rel!r} leaves the dataset folder")
+        if rel in seen:
+            raise DatasetLayoutError(f"{where}:{number}: {rel} already listed on line {seen[rel]}")
+        seen[rel] = number
+        if not 0.0 <= probability <= 1.0:
+            raise DatasetLayoutError(f"{where}:{number}: probability {probability} not in [0, 1]")
+        path = posixpath.join(base, rel)
+        problems = () if fs.isfile(path) else (f"listed in labels.csv:{number} but missing",)
+        label = {ELPV_NORMAL: "normal", ELPV_ABNORMAL: "abnormal"}.get(probability, "unknown")
+        if label == "unknown":
+            problems += (
+                f"ELPV defect probability {probability:.2f} (an unsure rating): neither normal "
+                "nor abnormal, excluded",
+            )
+        entries.append(
+            SourceEntry(
+                uri=to_uri(fs, path),
+                relative_path=rel,
+                label=label,
+                defect_type="good" if label == "normal" else f"defective_{cell}",
+                problems=problems,
+            )
+        )
     return entries
 
 

@@ -31,6 +31,7 @@ from vqganodip_pipeline.scoring.baselines import single_metric_auroc
 from vqganodip_pipeline.scoring.table import metric_columns
 from vqganodip_pipeline.serialization import bytes_to_checkpoint, npz_to_arrays
 from vqganodip_pipeline.viz import draw_boxes
+from vqganodip_pipeline.workflow.progress import Throughput
 from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
 
 
@@ -85,9 +86,10 @@ def training_metrics(
     context.log.info(f"perceptual backbone: {choice.note}")
     masks = ground_truth_masks(rows, preset.image_size, inbox.storage_options())
 
+    throughput = Throughput("training_metrics", len(rows), context.log.info)
+
     def progress(done: int, total: int) -> None:
-        if done == total or done % 25 == 0:
-            context.log.info(f"metrics: {done}/{total} images")
+        throughput.update(done - throughput.done)
 
     result = compute_metric_table(
         checkpoint.model,
@@ -171,6 +173,9 @@ def batch_reconstructions(
         bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint"))
     )
     parts, outputs = [], []
+    throughput = Throughput(
+        f"batch_reconstructions[{context.partition_key}]", len(batch_images), context.log.info
+    )
     for _, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
     ):
@@ -182,6 +187,7 @@ def batch_reconstructions(
         )
         parts.append(result.x_hat)
         outputs.append(reconstruction_frame(result))
+        throughput.update(len(images))
     frame = pd.concat(outputs, ignore_index=True)
     arrays = {
         "image_id": batch_images["image_id"].to_numpy(dtype=str),
@@ -193,6 +199,7 @@ def batch_reconstructions(
         data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
         metadata={
             "images": len(batch_images),
+            "images_per_second": throughput.images_per_second,
             "mean_mse": float(frame["mse"].mean()),
             "release_id": release.release_id,
         },
@@ -248,6 +255,9 @@ def batch_metrics(
     seconds: dict[str, float] = {}
     masks = ground_truth_masks(batch_images, preset.image_size, inbox.storage_options())
     position = 0
+    throughput = Throughput(
+        f"batch_metrics[{context.partition_key}]", len(batch_images), context.log.info
+    )
     for rows, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
     ):
@@ -267,6 +277,7 @@ def batch_metrics(
         records += new_records
         patch_frames += new_patches
         position += len(rows)
+        throughput.update(len(rows))
     metrics, patches = assemble_table(records, patch_frames)
     yield dg.Output(
         metrics,
@@ -276,6 +287,7 @@ def batch_metrics(
             **table_metadata(metrics),
             **table_summary(metrics),
             "backbone": choice.note,
+            "images_per_second": throughput.images_per_second,
             "seconds_per_image": dg.MetadataValue.json(
                 {k: v / max(len(metrics), 1) for k, v in seconds.items()}
             ),

@@ -42,11 +42,11 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "training_metrics": (
         "defs.metric_assets",
-        (*_MODEL, "scoring.baselines", "scoring.table", "viz"),
+        (*_MODEL, "scoring.baselines", "scoring.table", "viz", "workflow.progress"),
     ),
     "training_patches": (
         "defs.metric_assets",
-        (*_MODEL, "scoring.baselines", "scoring.table", "viz"),
+        (*_MODEL, "scoring.baselines", "scoring.table", "viz", "workflow.progress"),
     ),
     "composite_score_model": (
         "defs.scoring_assets",
@@ -55,10 +55,16 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     "released_model": ("defs.release", ("serialization", "hashing", "viz")),
     "batch_reconstructions": (
         "defs.metric_assets",
-        (*_MODEL, "model.reconstruct", "serialization"),
+        (*_MODEL, "model.reconstruct", "serialization", "workflow.progress"),
     ),
-    "batch_metrics": ("defs.metric_assets", (*_MODEL, "scoring.table", "serialization")),
-    "batch_patches": ("defs.metric_assets", (*_MODEL, "scoring.table", "serialization")),
+    "batch_metrics": (
+        "defs.metric_assets",
+        (*_MODEL, "scoring.table", "serialization", "workflow.progress"),
+    ),
+    "batch_patches": (
+        "defs.metric_assets",
+        (*_MODEL, "scoring.table", "serialization", "workflow.progress"),
+    ),
     "batch_scores": (
         "defs.scoring_assets",
         ("workflow.scoring", "workflow.report", "serialization", "viz"),

@@ -18,7 +18,7 @@ from vqganodip_pipeline.data.sources import (
     scan_source,
 )
 from vqganodip_pipeline.hashing import image_id
-from vqganodip_pipeline_tests.builders import make_mvtec_tree
+from vqganodip_pipeline_tests.builders import make_mvtec_tree, write_png
 from vqganodip_pipeline_tests.builders import write_png as _png
 
 
@@ -169,3 +169,62 @@ def test_deeppcb_pairs_share_a_group_and_a_side(deeppcb_root: Path, tmp_path: Pa
     _, entries = scan_source(str(tmp_path))
     _, quarantine = build_manifest(entries, "deeppcb")
     assert list(quarantine["reason"]) == ["listed in trainval.txt but missing"]
+
+
+def _elpv_tree(root: Path, rows: list[tuple[str, float, str]]) -> Path:
+    for n, (rel, _, _) in enumerate(rows):
+        write_png(root / rel, n, gray=True)
+    (root / "labels.csv").write_text(
+        "".join(f"{rel}  {p!r:<20s}{kind}\n" for rel, p, kind in rows)  # the package's spacing
+    )
+    return root
+
+
+def test_elpv_layout_reads_certain_labels_and_quarantines_unsure_ones(tmp_path: Path) -> None:
+    root = _elpv_tree(
+        tmp_path / "elpv",
+        [
+            ("images/cell0001.png", 1.0, "mono"),
+            ("images/cell0002.png", 0.0, "poly"),
+            ("images/cell0003.png", 1 / 3, "mono"),
+            ("images/cell0004.png", 2 / 3, "poly"),
+            ("images/cell0005.png", 0.0, "mono"),
+        ],
+    )
+    layout, entries = scan_source(str(root))
+    assert layout == "elpv"
+    manifest, quarantine = build_manifest(entries, "elpv")
+    assert dict(zip(manifest["relative_path"], manifest["label"], strict=True)) == {
+        "images/cell0001.png": "abnormal",
+        "images/cell0002.png": "normal",
+        "images/cell0005.png": "normal",
+    }
+    assert list(manifest["defect_type"]) == ["defective_mono", "good", "good"]
+    reasons = dict(zip(quarantine["relative_path"], quarantine["reason"], strict=True))
+    assert sorted(reasons) == ["images/cell0003.png", "images/cell0004.png"]
+    assert "probability 0.33 (an unsure rating)" in reasons["images/cell0003.png"]
+    # a plain batch folder with an images/ sub-folder and a file,label labels.csv stays a folder
+    plain = tmp_path / "plain"
+    write_png(plain / "images" / "a.png", 1)
+    (plain / "labels.csv").write_text("file,label\nimages/a.png,normal\n")
+    assert scan_source(str(plain))[0] == "folder"
+
+
+def test_elpv_rows_that_cannot_be_read_name_file_and_line(tmp_path: Path) -> None:
+    root = _elpv_tree(tmp_path / "elpv", [("images/cell0001.png", 1.0, "mono")])
+    (root / "labels.csv").write_text("images/cell0001.png 1.0 mono\nimages/cell0001.png 0.0 mono\n")
+    with pytest.raises(DatasetLayoutError, match=r"labels\.csv:2: .*already listed on line 1"):
+        scan_source(str(root), "elpv")
+    (root / "labels.csv").write_text("images/cell0001.png 1.5 mono\n")
+    with pytest.raises(DatasetLayoutError, match=r"labels\.csv:1: probability 1\.5 not in"):
+        scan_source(str(root), "elpv")
+
+
+def test_the_real_elpv_package_reads_as_its_documented_counts() -> None:
+    elpv = pytest.importorskip("elpv_dataset", reason="elpv-dataset not installed (bench extra)")
+    root = Path(elpv.__file__).parent / "data"
+    layout, entries = scan_source(str(root))
+    assert layout == "elpv" and len(entries) == 2624
+    labels = [e.label for e in entries]
+    assert labels.count("normal") == 1508 and labels.count("abnormal") == 715
+    assert sum(bool(e.problems) for e in entries) == 2624 - 1508 - 715
