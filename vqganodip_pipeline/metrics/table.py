@@ -23,7 +23,7 @@ q of them are kept, and every metric is computed on those. Candidates are ranked
   the perceptual distance of a blurry reconstruction is high on every edge, see docs), with
   ``patch__zscore`` (that mean) as an extra metric.
 
-Model outputs (quantization loss, discriminator logits, codes used, perceptual loss) and ORB
+Model outputs (quantization loss, discriminator logits, codes used), the perceptual distance and ORB
 matching exist once per image (variant ``raw``).
 """
 
@@ -45,9 +45,10 @@ from vqganodip_pipeline.localize.patch_distance import (
 from vqganodip_pipeline.metrics.aggregates import AGGREGATES, aggregate
 from vqganodip_pipeline.metrics.distances import PATCH_DISTANCES, paired_patch_distances
 from vqganodip_pipeline.metrics.keypoints import KEYPOINT_METRICS, orb_keypoint_matching
+from vqganodip_pipeline.model.perceptual import feature_distance
 
 VARIANTS = ("raw", "weighted", "standardized")
-MODEL_OUTPUTS = ("mse", "quant_loss", "codes_used", "disc_logit_x", "disc_logit_xhat", "perceptual")
+MODEL_OUTPUTS = ("mse", "quant_loss", "codes_used", "disc_logit_x", "disc_logit_xhat")
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def image_metrics(
         x, x_hat: (H, W, 3) ``uint8`` image and reconstruction.
         features: backbone feature maps of both (localize.patch_distance.image_features).
         model_outputs: the reconstruction's per-image outputs, keys of :data:`MODEL_OUTPUTS`
-            (``perceptual`` may be absent).
+            (the perceptual distance is computed here, from ``features``).
         normal: what the m unseen normal images say (weighting mask W and/or per-pixel
             statistics); None, or parts of it None, leave the matching variants out.
         config: GanoDIP parameters.
@@ -151,6 +152,10 @@ def image_metrics(
     )
     whole = np.array([[0, 0, min(height, width)]])
     row["image__fid__value__raw"] = float(patch_distances_fast(features, whole)[0])
+    # the patch backbone's maps of x and x_hat serve this one too: no extra pass
+    row["image__perceptual__value__raw"] = float(
+        feature_distance([m[None] for m in features.x], [m[None] for m in features.x_hat])[0]
+    )
     if config.orb:
         orb = orb_keypoint_matching(x, x_hat, n_keypoints=config.orb_keypoints)
         for name in KEYPOINT_METRICS:
@@ -220,7 +225,6 @@ def metric_column_names(
     weighted: bool = True,
     standardized: bool = True,
     orb: bool = True,
-    perceptual: bool = True,
     feature_maps: int = 0,
     feature_joint: bool | None = None,
 ) -> list[str]:
@@ -229,11 +233,9 @@ def metric_column_names(
     ``feature_joint``: with their joint map (None: whenever there are two maps or more)."""
     if feature_joint is None:
         feature_joint = feature_maps >= 2
-    names: list[str] = []
-    for name in MODEL_OUTPUTS:
-        if name != "perceptual" or perceptual:
-            names.append(f"image__{name}__value__raw")
+    names = [f"image__{name}__value__raw" for name in MODEL_OUTPUTS]
     names += ["image__disc_gap__value__raw", "image__fid__value__raw"]
+    names += ["image__perceptual__value__raw"]
     if orb:
         names += [f"image__orb_{name}__value__raw" for name in KEYPOINT_METRICS]
     variants = (
@@ -281,7 +283,8 @@ _IMAGE_DESCRIPTIONS = {
     "codes_used": "distinct codebook entries in the image's code map",
     "disc_logit_x": "mean PatchGAN logit on the original",
     "disc_logit_xhat": "mean PatchGAN logit on the reconstruction",
-    "perceptual": "the VQGAN's perceptual loss between x and x_hat (when it has one)",
+    "perceptual": "LPIPS-style distance of x and x_hat (unit-normalised feature differences, "
+    "the training perceptual loss's formula) on the patch backbone's feature maps",
     "disc_gap": "disc_logit_x - disc_logit_xhat",
     "fid": "pooled-feature perceptual distance of the whole image (backbone in metadata)",
 }
@@ -318,7 +321,7 @@ def metric_documentation() -> str:
         "| column(s) | meaning |",
         "|---|---|",
     ]
-    for name in (*MODEL_OUTPUTS, "disc_gap", "fid"):
+    for name in (*MODEL_OUTPUTS, "disc_gap", "fid", "perceptual"):
         lines.append(f"| `image__{name}__value__raw` | {_IMAGE_DESCRIPTIONS[name]} |")
     lines.append(f"| `image__mse__value__weighted` | {_IMAGE_DESCRIPTIONS['mse']} |")
     for key in KEYPOINT_METRICS:
@@ -358,9 +361,7 @@ def metric_documentation() -> str:
         "(connected components or boxes) and how many a selected patch touches |",
         "",
         f"All three variants: {len(metric_column_names(feature_maps=2))} metric columns per "
-        "image with a two-map backbone (every backbone has two by default) "
-        f"({len(metric_column_names(perceptual=False, feature_maps=2))} when the VQGAN has no "
-        "perceptual loss); "
+        "image with a two-map backbone (every backbone has two by default); "
         "raw only (no normal images to learn from): "
         f"{len(metric_column_names(weighted=False, standardized=False))}.",
         "",

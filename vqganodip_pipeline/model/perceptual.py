@@ -93,6 +93,19 @@ def _unit(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return features / torch.sqrt(features.pow(2).sum(dim=1, keepdim=True) + eps)
 
 
+def feature_distance(
+    x_maps: Sequence[torch.Tensor], x_hat_maps: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The module docstring's d(x, x_hat) from feature maps already computed: lists of
+    (N, C_l, h_l, w_l) for x and x_hat, one per layer; returns (N,)."""
+    if len(x_maps) != len(x_hat_maps) or not x_maps:
+        raise ValueError(f"need one x_hat map per x map, got {len(x_maps)} and {len(x_hat_maps)}")
+    total = x_maps[0].new_zeros(x_maps[0].shape[0], dtype=torch.float32)
+    for fx, fy in zip(x_maps, x_hat_maps, strict=True):
+        total = total + (_unit(fx.float()) - _unit(fy.float())).pow(2).sum(dim=1).mean(dim=(1, 2))
+    return total / len(x_maps)
+
+
 class PerceptualLoss(nn.Module):
     """Callable ``(x, x_hat) -> (N,)`` per-image perceptual distance (see module docstring).
 
@@ -112,12 +125,11 @@ class PerceptualLoss(nn.Module):
         if x.shape != x_hat.shape:
             raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} differ in shape")
         n = x.shape[0]
-        both = self.backbone.feature_maps(torch.cat([x.detach(), x_hat]), self.layers)
-        total = x.new_zeros(n, dtype=torch.float32)
-        for features in both:
-            fx, fy = features.float().split(n)
-            total = total + (_unit(fx) - _unit(fy)).pow(2).sum(dim=1).mean(dim=(1, 2))
-        return total / len(both)
+        both = [
+            f.split(n)
+            for f in self.backbone.feature_maps(torch.cat([x.detach(), x_hat]), self.layers)
+        ]
+        return feature_distance([fx for fx, _ in both], [fy for _, fy in both])
 
 
 def build_perceptual(

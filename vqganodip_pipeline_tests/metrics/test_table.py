@@ -81,10 +81,10 @@ def test_columns_match_the_documented_names(backbone) -> None:
     config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
     features = image_features(backbone, x, x_hat)
     weighted = image_metrics(x, x_hat, features, OUTPUTS, flat_normal(64), config, golden=golden)
-    names = set(metric_column_names(perceptual=False))
+    names = set(metric_column_names())
     assert set(weighted.metrics) - {"baseline__golden_mse__value__raw"} == names
     raw_only = image_metrics(x, x_hat, features, OUTPUTS, None, config)
-    expected = metric_column_names(weighted=False, standardized=False, perceptual=False)
+    expected = metric_column_names(weighted=False, standardized=False)
     assert set(raw_only.metrics) == set(expected)
     frame = patches_frame("img", weighted)
     assert set(frame["variant"]) == {"raw", "weighted", "standardized"}
@@ -120,3 +120,28 @@ def test_metrics_documentation_is_up_to_date() -> None:
         "python -c 'from vqganodip_pipeline.metrics.table import metric_documentation as m; "
         'open("docs/METRICS.md", "w").write(m())\''
     )
+
+
+def test_perceptual_distance_comes_from_the_patch_features(backbone) -> None:
+    """The LPIPS-style distance of the training loss, on the maps the patches already use: 0 for
+    a perfect reconstruction, checked against a NumPy computation of its formula."""
+    config = LocalizeConfig(p=50, n=3, alpha=4, q=5)
+    layout = make_layout(0)
+    x, _ = render_unit(layout, size=64, seed=4, defect="missing")
+    x_hat, _ = render_unit(layout, size=64, seed=4)
+    features = image_features(backbone, x, x_hat)
+    row = image_metrics(x, x_hat, features, OUTPUTS, None, config).metrics
+
+    def unit(f: np.ndarray) -> np.ndarray:
+        return f / np.sqrt((f**2).sum(axis=0, keepdims=True) + 1e-10)
+
+    expected = np.mean(
+        [
+            ((unit(fx.numpy()) - unit(fy.numpy())) ** 2).sum(axis=0).mean()
+            for fx, fy in zip(features.x, features.x_hat, strict=True)
+        ]
+    )
+    assert row["image__perceptual__value__raw"] == pytest.approx(expected, rel=1e-5)
+    assert row["image__perceptual__value__raw"] > 0
+    same = image_metrics(x, x, image_features(backbone, x, x), OUTPUTS, None, config).metrics
+    assert same["image__perceptual__value__raw"] == pytest.approx(0.0, abs=1e-6)
