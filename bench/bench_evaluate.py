@@ -212,36 +212,34 @@ def configs(
         )
         return config, spec
     if name == "elpv":
-        n_cells = 120 if quick else groups
         root = elpv_root()
         assert root is not None, "checked by the caller"
+        n_cells = 120 if quick else groups
         spec = {"package": "elpv-dataset", "cells": n_cells, "unsure_ratings": "quarantined"}
-        config = EvaluationConfig(
-            dataset=str(root),
-            layout="elpv",
-            preset="tiny" if quick else "demo",
-            size=64 if quick else 256,  # the 300 px cells resized, as the synthetic boards
-            weights=weights,
-            use_mask=False,
-            seed=seed,
-            max_groups=n_cells,
-            targets=targets(0.90, None),
-        )
-        return config, spec
+        # the 300 px cells resized to 256 px, as the synthetic boards
+        return real_config(root, "elpv", 64 if quick else 256, quick, weights, seed, n_cells), spec
     n_pairs = 24 if quick else groups
     spec = {"path": "../shared/data/deeppcb-trainval", "pairs": n_pairs, "binarised": True}
-    config = EvaluationConfig(
-        dataset=str(DEEPPCB),
-        layout="deeppcb",
+    size = 128 if quick else 640  # native
+    return real_config(DEEPPCB, "deeppcb", size, quick, weights, seed, n_pairs), spec
+
+
+def real_config(
+    root: Path, layout: str, size: int, quick: bool, weights: str | None, seed: int, groups: int
+) -> EvaluationConfig:
+    """A real dataset's evaluation: a seeded subset of ``groups`` pairs or cells, no weighting
+    mask (the position of what matters varies), ZFN accuracy target 0.90."""
+    return EvaluationConfig(
+        dataset=str(root),
+        layout=layout,
         preset="tiny" if quick else "demo",
-        size=128 if quick else 640,
+        size=size,
         weights=weights,
         use_mask=False,
         seed=seed,
-        max_groups=n_pairs,
+        max_groups=groups,
         targets=targets(0.90, None),
     )
-    return config, spec
 
 
 def main(argv: list[str] | None = None) -> int:
