@@ -70,7 +70,12 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     import dagster as dg
 
     from vqganodip_pipeline.definitions import build_definitions
-    from vqganodip_pipeline.defs.instance import failed_checks_or_raise, prepare_instance_home
+    from vqganodip_pipeline.defs.instance import (
+        execute_job,
+        failed_checks_or_raise,
+        prepare_instance_home,
+        reclaim_dead_runs,
+    )
     from vqganodip_pipeline.defs.keys import key
     from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
     from vqganodip_pipeline.defs.settings import describe, settings_from_env
@@ -95,6 +100,8 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
     print("[demo] settings (`make ui` prints the same when it opens these results):")
     print("\n".join(describe(pipeline_settings, str(storage), str(inbox))))
     instance = dg.DagsterInstance.get()
+    for run_id in reclaim_dead_runs(instance):
+        print(f"[demo] run {run_id} was killed earlier: marked failed, its pool slots freed")
     for partitions, batch in (
         (reference_partitions, REFERENCE_BATCH),
         (shift_partitions, PRODUCTION_BATCH),
@@ -106,9 +113,7 @@ def run_demo(preset: str = "demo", workdir: str | Path = ".", fresh: bool = Fals
 
     def run(job_name: str, **kwargs: object) -> dg.ExecuteInProcessResult:
         print(f"[demo] running job {job_name} {kwargs or ''} ...", flush=True)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False, **kwargs
-        )
+        result = execute_job(defs, job_name, instance, **kwargs)
         for check in failed_checks_or_raise(job_name, result):
             failed_checks.append(check.name)
             word = "WARNING" if check.severity == "WARN" else "FAILED"

@@ -211,8 +211,11 @@ def run_evaluation(
     from vqganodip_pipeline.defs.instance import (
         JobStepError,
         RunInterruptedError,
+        execute_job,
         failed_checks_or_raise,
         prepare_instance_home,
+        process_tags,
+        reclaim_dead_runs,
     )
     from vqganodip_pipeline.defs.keys import key, name_of
     from vqganodip_pipeline.defs.partitions import reference_partitions
@@ -227,6 +230,8 @@ def run_evaluation(
     else:
         instance = dg.DagsterInstance.ephemeral()
     with instance:
+        for run_id in reclaim_dead_runs(instance):
+            log(f"[evaluate] run {run_id} was killed earlier: marked failed, its pool slots freed")
         if config.batch not in instance.get_dynamic_partitions(reference_partitions.name):
             instance.add_dynamic_partitions(reference_partitions.name, [config.batch])
         full = run_config(config)
@@ -254,11 +259,8 @@ def run_evaluation(
             log(f"[evaluate] job {job_name} ...")
             job = defs.resolve_job_def(job_name)
             begin = time.perf_counter()
-            result = job.execute_in_process(
-                instance=instance,
-                run_config=_job_config(full, job),
-                raise_on_error=False,
-                **kwargs,
+            result = execute_job(
+                defs, job_name, instance, run_config=_job_config(full, job), **kwargs
             )
             seconds[job_name] = time.perf_counter() - begin
             finish(job_name, result)
@@ -299,6 +301,7 @@ def run_evaluation(
                     **full,
                     "ops": {k: v for k, v in full["ops"].items() if k in remaining},
                 },
+                tags=process_tags(),
                 raise_on_error=False,
             )
             finish("train_model (unchecked)", rest)

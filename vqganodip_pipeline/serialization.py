@@ -196,9 +196,13 @@ def bytes_to_bundle(
         root = json.loads(members[_BUNDLE_ROOT])
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ValueError(f"not a model bundle ({exc})") from exc
-    for name, content in members.items():
-        if name.endswith(".skops"):
-            _check_trusted(sio.get_untrusted_types(data=content), estimator_types, "to load")
+    types = {
+        name: sio.get_untrusted_types(data=content)
+        for name, content in members.items()
+        if name.endswith(".skops")
+    }
+    for needed in types.values():  # every estimator checked before anything is built
+        _check_trusted(needed, estimator_types, "to load")
     built: dict[str, Any] = {}
 
     def decode(node: Any) -> Any:
@@ -216,8 +220,7 @@ def bytes_to_bundle(
         if "__estimator__" in node:
             name = node["__estimator__"]
             if name not in built:
-                content = members[name]
-                built[name] = sio.loads(content, trusted=sio.get_untrusted_types(data=content))
+                built[name] = sio.loads(members[name], trusted=types[name])
             return built[name]
         if "__dataclass__" in node:
             cls = classes.get(node["__dataclass__"])

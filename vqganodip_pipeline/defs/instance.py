@@ -1,6 +1,8 @@
 """Running the jobs in process, as the demo and ``vqganodip evaluate`` do: the persistent
 instance folder, and what a run's failed steps mean."""
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +24,60 @@ def prepare_instance_home(path: str | Path) -> Path:
             "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
         )
     return home
+
+
+PID_TAG, HOST_TAG = "vqganodip/pid", "vqganodip/host"
+_RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that runs an in-process job (see :func:`reclaim_dead_runs`)."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def execute_job(
+    defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    """Run job ``job_name`` of ``defs`` in this process on ``instance``, tagged with the
+    process (:func:`process_tags`); failures are in the result (see
+    :func:`failed_checks_or_raise`)."""
+    tags = {**process_tags(), **kwargs.pop("tags", {})}
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, tags=tags, **kwargs
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the in-process runs of this host whose process is gone (killed with SIGKILL,
+    power lost) and free the pool slots they held. Without it the ``vqganodip_torch`` slot of
+    a killed run stays claimed and the next run on the instance waits for it forever (a
+    deployment with the daemon has run monitoring for this). Returns the reclaimed run ids."""
+    host = socket.gethostname()
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=_RUNNING, tags={HOST_TAG: host})
+    )
+    reclaimed = []
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        instance.report_run_failed(
+            run, f"the process running it on {host} (pid {pid}) is gone; its pool slots are freed"
+        )
+        reclaimed.append(run.run_id)
+    return reclaimed
 
 
 class JobStepError(RuntimeError):

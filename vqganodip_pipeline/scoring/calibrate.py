@@ -45,8 +45,8 @@ from vqganodip_pipeline.scoring.search import (
     SearchConfig,
     SearchProgress,
     SearchResult,
+    fitting_environment,
     out_of_fold_scores,
-    quiet_fitting,
     search_classifier,
 )
 from vqganodip_pipeline.scoring.splits import Split, check_classes, restrict, stratified_folds
@@ -284,7 +284,7 @@ def fit_and_calibrate(
             X_fit = pd.DataFrame(X_fit, columns=list(columns))
             X_cal = pd.DataFrame(X_cal, columns=list(columns))
         try:
-            with quiet_fitting():
+            with fitting_environment():
                 pipeline.fit(X_fit, y[fit])
             scores = np.asarray(pipeline.predict_proba(X_cal)[:, 1], dtype=np.float64)
         except (ValueError, np.linalg.LinAlgError) as error:

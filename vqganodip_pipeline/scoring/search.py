@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -101,12 +103,32 @@ class SearchResult:
     cv_results: pd.DataFrame
 
 
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """In a joblib worker: exit as soon as ``parent`` (the pid of the process that asked for
+    the worker) is no longer its parent. A parent killed with SIGKILL runs no cleanup, and its
+    workers otherwise lived on for the pool's 300 s idle timeout, busy ones at 100 % CPU until
+    their task ended. ``parent`` is passed in, not read here: a worker that starts after its
+    parent died would otherwise take its new parent for the real one."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 @contextmanager
-def quiet_fitting() -> Iterator[None]:
-    """Silence warnings that candidates of a random search trigger by design (collinear metrics
-    in LDA/QDA, iteration limits of a badly regularised candidate); scikit-learn forwards these
-    filters to its joblib workers. Failed fits still surface as NaN scores."""
-    with warnings.catch_warnings():
+def fitting_environment() -> Iterator[None]:
+    """How the search's fits run: joblib's loky workers exit with their parent
+    (:func:`_exit_with_parent`), and warnings that candidates trigger by design (collinear
+    metrics in LDA/QDA, iteration limits of a badly regularised candidate) are silenced;
+    scikit-learn forwards these filters to its workers. Failed fits still surface as NaN
+    scores."""
+    from joblib import parallel_config
+
+    workers = {"initializer": _exit_with_parent, "initargs": (os.getpid(),)}
+    with parallel_config(backend="loky", **workers), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Variables are collinear")
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         warnings.filterwarnings("ignore", category=FitFailedWarning)
@@ -163,7 +185,7 @@ def search_classifier(
     )
     start = time.perf_counter()
     try:
-        with quiet_fitting():
+        with fitting_environment():
             search.fit(X, y)
     except ValueError as error:
         # scikit-learn raises (rather than scoring NaN) when every candidate failed on every
@@ -225,7 +247,7 @@ def out_of_fold_scores(
         spec, config.seed, smote, config.correlation_threshold, params, config.max_features
     )
     try:
-        with quiet_fitting():
+        with fitting_environment():
             proba = cross_val_predict(
                 pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"
             )

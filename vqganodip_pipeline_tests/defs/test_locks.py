@@ -4,7 +4,6 @@ one partition on S3 at once leave a consistent pair."""
 
 import multiprocessing
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,34 @@ from vqganodip_pipeline.defs.locks import StorageLockError, local_locks, object_
 
 
 def test_local_locks_exclude_each_other(tmp_path: Path) -> None:
+    locks = [tmp_path / "a.lock", tmp_path / "b.lock"]
+    held, release = threading.Event(), threading.Event()
     order: list[str] = []
 
-    def hold(name: str, seconds: float) -> None:
-        with local_locks([tmp_path / "a.lock", tmp_path / "b.lock"]):
-            order.append(f"{name} in")
-            time.sleep(seconds)
-            order.append(f"{name} out")
+    def first() -> None:
+        with local_locks(locks):
+            order.append("first in")
+            held.set()
+            release.wait(10)
+            order.append("first out")
 
-    first = threading.Thread(target=hold, args=("first", 0.3))
-    first.start()
-    time.sleep(0.1)
-    hold("second", 0.0)
-    first.join()
-    assert order == ["first in", "first out", "second in", "second out"]
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(10)
+    waiter_done = threading.Event()
+
+    def second_body() -> None:
+        with local_locks(list(reversed(locks))):  # the other order: sorted, so no deadlock
+            order.append("second in")
+        waiter_done.set()
+
+    second = threading.Thread(target=second_body)
+    second.start()
+    assert not waiter_done.wait(0.3)  # blocked while the first holds the locks
+    release.set()
+    thread.join(10)
+    second.join(10)
+    assert order == ["first in", "first out", "second in"]
 
 
 @pytest.fixture()

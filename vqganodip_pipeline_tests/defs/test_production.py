@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,9 +24,15 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from vqganodip_pipeline.definitions import build_definitions
-from vqganodip_pipeline.defs.instance import failed_checks_or_raise
+from vqganodip_pipeline.defs.instance import (
+    execute_job,
+    failed_checks_or_raise,
+    prepare_instance_home,
+    reclaim_dead_runs,
+)
 from vqganodip_pipeline.defs.keys import key, name_of
 from vqganodip_pipeline.defs.partitions import reference_partitions, shift_partitions
+from vqganodip_pipeline.defs.policies import TORCH_POOL
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.demo import PRODUCTION_BATCH, REFERENCE_BATCH, write_demo_batches
 from vqganodip_pipeline.presets import get_preset
@@ -61,11 +66,7 @@ class Deployment:
     def run(
         self, job: str, defs: dg.Definitions | None = None, **kwargs: Any
     ) -> dg.ExecuteInProcessResult:
-        result = (
-            (defs or self.defs())
-            .resolve_job_def(job)
-            .execute_in_process(instance=self.instance, raise_on_error=False, **kwargs)
-        )
+        result = execute_job(defs or self.defs(), job, self.instance, **kwargs)
         failed_checks_or_raise(job, result)  # raises on any failure but a failed check
         return result
 
@@ -126,10 +127,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     preset = get_preset("tiny")
     write_demo_batches(preset, root / "inbox", root / "truth")
     settings = PipelineSettings(preset="tiny", work_dir=str(root / "work"))
-    # a persistent instance, so that a second process (the killed run below) shares it
-    home = root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # a persistent instance as the demo writes it (one vqganodip_torch slot), so that a second
+    # process (the killed run below) shares it
+    home = prepare_instance_home(root / "dagster_home")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         deployment = Deployment(root, instance, settings)
         instance.add_dynamic_partitions(reference_partitions.name, [REFERENCE_BATCH])
@@ -461,6 +461,7 @@ import sys
 import dagster as dg
 
 from vqganodip_pipeline.definitions import build_definitions
+from vqganodip_pipeline.defs.instance import execute_job
 from vqganodip_pipeline.defs.settings import PipelineSettings
 
 home, storage, inbox, work, shift = sys.argv[1:]
@@ -468,12 +469,13 @@ defs = build_definitions(
     storage_base=storage, inbox_root=inbox, settings=PipelineSettings(preset="tiny", work_dir=work)
 )
 with dg.DagsterInstance.from_config(home) as instance:
-    defs.resolve_job_def("process_batch").execute_in_process(instance=instance, partition_key=shift)
+    execute_job(defs, "process_batch", instance, partition_key=shift)
 """
 
 
 def test_a_scoring_run_killed_mid_batch_reruns_to_the_same_rows(deployment: Deployment) -> None:
-    """SIGKILL (no cleanup runs) while ``batch_metrics`` works on the shift; the re-run scores
+    """SIGKILL (no cleanup runs) while ``batch_metrics`` works on the shift: the killed run's
+    pool slot is reclaimed (else the re-run would wait for it forever), and the re-run scores
     every image of the shift exactly once, with the scores of before."""
     before = deployment.run("process_batch", partition_key=PRODUCTION_BATCH).output_for_node(
         "batch_scores"
@@ -492,13 +494,19 @@ def test_a_scoring_run_killed_mid_batch_reruns_to_the_same_rows(deployment: Depl
         assert process.stdout is not None
         for line in process.stdout:
             if 'Started execution of step "batch_metrics"' in line:
-                time.sleep(0.5)  # inside the step, part of the batch done
+                # at once: on the tiny preset the step takes well under a second, and the
+                # killed run must still hold its pool slot
                 process.send_signal(signal.SIGKILL)
                 break
         assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
     finally:
         if process.poll() is None:
             process.kill()
+    pool = deployment.instance.event_log_storage.get_concurrency_info(TORCH_POOL)
+    (killed,) = pool.active_run_ids
+    assert reclaim_dead_runs(deployment.instance) == [killed]
+    assert not deployment.instance.event_log_storage.get_concurrency_info(TORCH_POOL).claimed_slots
+    assert deployment.instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
     rerun = deployment.run("process_batch", partition_key=PRODUCTION_BATCH)
     after = rerun.output_for_node("batch_scores")
     images = pd.read_parquet(
