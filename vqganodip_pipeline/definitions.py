@@ -11,7 +11,9 @@ Settings come from the environment so that one code location serves a laptop and
   ``VQGANODIP_WORK`` (training checkpoints for resuming, default ``.vqganodip_work``);
 - ``VQGANODIP_RESCORE_ON_RELEASE`` (``1``: a new release re-scores every shift; default ``0``:
   a shift keeps the decision of the release that scored it), ``VQGANODIP_RETRAIN_CRON``
-  (when the model side retrains if its inputs changed, default ``0 2 * * 0``).
+  (when the model side retrains if its inputs changed, default ``0 2 * * 0``);
+- ``VQGANODIP_EXECUTOR``: the executor of every job (``multiprocess`` by default; ``in_process``,
+  ``docker``, ``k8s``, ``celery_k8s``: see defs/executors.py).
 """
 
 import os
@@ -22,6 +24,7 @@ import dagster as dg
 from vqganodip_pipeline.defs import ingestion, metric_assets, model_assets, release, scoring_assets
 from vqganodip_pipeline.defs.automation import RETRAIN_CRON, automation_sensor
 from vqganodip_pipeline.defs.catalog import annotate
+from vqganodip_pipeline.defs.executors import executor_from_env
 from vqganodip_pipeline.defs.jobs import (
     evaluate_model_job,
     ingest_reference_job,
@@ -91,6 +94,7 @@ def build_definitions(
         asset_checks=dg.load_asset_checks_from_modules(list(MODULES), asset_key_prefix=PREFIX),
         jobs=[ingest_reference_job, process_batch_job, train_model_job, evaluate_model_job],
         sensors=[batch_inbox_sensor, automation_sensor],
+        executor=executor_from_env(),
         resources={
             **io_managers(location),
             "storage": location,
