@@ -79,12 +79,20 @@ def on_new_candidate() -> dg.AutomationCondition:
     ).with_label("new composite score model")
 
 
-def on_checked_asset_request() -> dg.AutomationCondition:
+def on_checked_asset_request(asset: str | None = None) -> dg.AutomationCondition:
     """An asset check: whenever the automation requests what it checks, in the same run, so
     that its blocking checks gate the downstream of that run. Manual runs of an asset include
     its checks already; a check that failed is not re-run by itself, so the assets below it
-    stay where they are until the asset is materialized again."""
-    return AC.any_deps_match(AC.will_be_requested()).with_label("checked asset requested")
+    stay where they are until the asset is materialized again.
+
+    A check that also reads other assets (``additional_ins``) names its own ``asset``: its
+    dependencies include those inputs, and a request of one of them alone (a new shift's
+    ``batch_images``) would otherwise request the check before its asset exists, failing
+    the run."""
+    requested = AC.any_deps_match(AC.will_be_requested())
+    if asset is not None:
+        requested = requested.allow(dg.AssetSelection.assets(key(asset)))
+    return requested.with_label("checked asset requested")
 
 
 CHECK_AUTOMATION = on_checked_asset_request()

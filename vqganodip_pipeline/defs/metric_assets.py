@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from vqganodip_pipeline.data.loading import iter_image_batches, load_images
-from vqganodip_pipeline.defs.automation import CHECK_AUTOMATION
+from vqganodip_pipeline.defs.automation import on_checked_asset_request
 from vqganodip_pipeline.defs.keys import key
 from vqganodip_pipeline.defs.metadata import frame_table, image_markdown, table_metadata
 from vqganodip_pipeline.defs.model_assets import model_bundle
@@ -302,7 +302,7 @@ def batch_metrics(
 
 
 @dg.asset_check(
-    automation_condition=CHECK_AUTOMATION,
+    automation_condition=on_checked_asset_request("batch_metrics"),
     asset="batch_metrics",
     additional_ins={"batch_images": dg.AssetIn(key("batch_images"))},  # prefix: not added
     blocking=True,
