@@ -1,0 +1,58 @@
+"""One production stack (``vqganodip_pipeline.stack``) per test session, shared by the stack
+and browser tests: PostgreSQL, moto as S3, the gRPC code server, webserver and daemon, all on
+127.0.0.1, stopped after the session even when a test fails (and checked gone)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vqganodip_pipeline import stack as stack_module
+from vqganodip_pipeline.local_services import HOST
+
+# The stack's runs: the tiny preset, the retraining cron every minute (the model side is
+# missing, and the automation trains a missing model side at a cron tick), and runs on the
+# in-process executor, which spares a 2-core machine one Python + torch start per step
+# (production keeps the multiprocess default; the executors are tested in defs/).
+STACK_ENV = {"VQGANODIP_RETRAIN_CRON": "* * * * *", "VQGANODIP_EXECUTOR": "in_process"}
+
+
+def _ports_free(ports: list[int]) -> list[int]:
+    busy = []
+    for port in ports:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            busy.append(port)
+    return busy
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[stack_module.Stack]:
+    if stack_module.postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install -y postgresql)")
+    # under /tmp, not pytest's 0700 tmp folder: PostgreSQL runs as its own user when root
+    root = Path(tempfile.mkdtemp(prefix="vqganodip-stack-"))
+    began = time.monotonic()
+    started = stack_module.start(root, preset="tiny", extra_env=STACK_ENV, durable=False)
+    print(f"\nstack started in {time.monotonic() - began:.1f} s under {root}")
+    try:
+        yield started
+    finally:
+        ports = [started.postgres_port, started.s3_port, started.grpc_port]
+        ports.append(started.webserver_port)
+        stack_module.stop(root)
+        left = stack_module._marked_processes(root)
+        busy = _ports_free(ports)
+        if os.environ.get("VQGANODIP_KEEP_STACK_LOGS"):
+            print(f"stack logs kept in {root / 'logs'}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"stack processes left running: {left}"
+        assert not busy, f"stack ports still listening: {busy}"
