@@ -34,6 +34,7 @@ from vqganodip_pipeline.model.checkpoint import (
 )
 from vqganodip_pipeline.model.config import TrainConfig, VQGANConfig, check_compatible
 from vqganodip_pipeline.model.discriminator import NLayerDiscriminator
+from vqganodip_pipeline.model.distributed import all_sum, broadcast_module, rank_and_world, wrap
 from vqganodip_pipeline.model.losses import (
     adaptive_weight,
     discriminator_loss,
@@ -249,6 +250,10 @@ class _Trainer:
         for module in (self.model, self.discriminator, self.perceptual):
             if module is not None:
                 module.to(memory_format=self.memory_format)
+        # Under torchrun (model/distributed.py): DDP averages the gradients over the ranks; each
+        # rank trains on its share of the global batch. One process: the modules themselves.
+        self.rank, self.world = rank_and_world()
+        self.ddp_model, self.ddp_discriminator = wrap(self.model), wrap(self.discriminator)
         ae_params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt_ae = torch.optim.Adam(ae_params, lr=tc.lr, betas=tc.betas, foreach=True)
         self.opt_d = torch.optim.Adam(
@@ -287,6 +292,7 @@ class _Trainer:
                     for i, (y, x) in zip(idx, offsets, strict=True)
                 ]
             )
+        batch = batch[self.rank :: self.world]  # this rank's share (all of it in one process)
         return images_to_tensor(batch, self.device).contiguous(memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ one step
@@ -297,7 +303,7 @@ class _Trainer:
         disc.train()
         disc_active = self.step >= tc.disc_start
         with autocast(self.device, self.precision):
-            x_hat, q_loss, info = model(x)
+            x_hat, q_loss, info = self.ddp_model(x)
         x_hat = x_hat.float()
         rec = pixel_loss(x, x_hat, tc.pixel_loss)
         nll = tc.pixel_weight * rec
@@ -326,8 +332,10 @@ class _Trainer:
         logits_fake_mean: float | None = None
         if disc_active:
             with autocast(self.device, self.precision):
-                logits_real = disc(x.detach())
-                logits_fake = disc(x_hat.detach().contiguous(memory_format=self.memory_format))
+                logits_real = self.ddp_discriminator(x.detach())
+                logits_fake = self.ddp_discriminator(
+                    x_hat.detach().contiguous(memory_format=self.memory_format)
+                )
             d_loss = discriminator_loss(logits_real.float(), logits_fake.float(), tc.gan_loss)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(d_loss).backward()
@@ -358,6 +366,7 @@ class _Trainer:
         with torch.no_grad(), autocast(self.device, self.precision):
             z_e = self.model.encode_latent(x)
         error = kmeans_init(self.model.quantize, z_e.float(), generator=self.codebook_gen)
+        broadcast_module(self.model.quantize)  # every rank starts from rank 0's codes
         self.kmeans_done = True
         self._emit({"event": "kmeans_init", "step": self.step, "quantization_mse": error})
 
@@ -367,8 +376,9 @@ class _Trainer:
         )
         if "restart" not in self.tc.codebook_remedy or self.step % self.tc.restart_every:
             return
-        dead = self.restart_counts == 0
+        dead = all_sum(self.restart_counts) == 0  # unused on every rank
         n = restart_dead_codes(self.model.quantize, info.z_e, dead, generator=self.codebook_gen)
+        broadcast_module(self.model.quantize)  # rank 0's new codes everywhere
         self.restart_counts.zero_()
         record = {"step": self.step, "n_restarted": n, "n_embed": self.config.n_embed}
         self.history["restarts"].append(record)
@@ -377,7 +387,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _emit(self, record: dict[str, Any]) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.rank == 0:
             self.progress(dict(record))
 
     def _accumulate(self, out: dict[str, Any], seconds: float) -> None:
@@ -432,7 +442,7 @@ class _Trainer:
                 "model": copy.deepcopy(self.model.state_dict()),
                 "discriminator": copy.deepcopy(self.discriminator.state_dict()),
             }
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is not None and self.rank == 0:
                 self._save(self.checkpoint_dir / BEST_CHECKPOINT, with_state=False)
         else:
             self.bad_evals += 1
@@ -559,8 +569,10 @@ class _Trainer:
                 self._log(out)
             if self.val_images is not None and (self.step % tc.eval_every == 0 or final):
                 self._evaluate()
-            if self.checkpoint_dir is not None and (
-                self.step % tc.checkpoint_every == 0 or final or self.stopped_early
+            if (
+                self.checkpoint_dir is not None
+                and self.rank == 0
+                and (self.step % tc.checkpoint_every == 0 or final or self.stopped_early)
             ):
                 self._save(self.checkpoint_dir / LAST_CHECKPOINT)
                 self._emit({"event": "checkpoint", "step": self.step})
