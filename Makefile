@@ -13,7 +13,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # one set of settings for the demo and the UI (storage/ and inbox/ are relative to this folder)
 export VQGANODIP_PRESET ?= demo
 
-.PHONY: demo test lint ui bench install clean-demo stack stack-down stack-status
+.PHONY: demo test lint ui bench install clean-demo stack stack-down stack-status stack-clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ stack-down:
 
 stack-status:
 	$(BIN)/python -m vqganodip_pipeline.stack status --root $(STACK_DIR)
+
+# moto keeps S3 in memory: a restarted stack has an empty bucket; start afresh with this
+stack-clean: stack-down
+	rm -rf $(STACK_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
