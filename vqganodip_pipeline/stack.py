@@ -550,6 +550,19 @@ def start(
     return stack
 
 
+def _carries_marker(pid: int, root: Path) -> bool:
+    """Whether process ``pid`` has this stack's marker in its environment (True on a system
+    without ``/proc``; False for a process whose environment this user cannot read, which
+    this user did not start)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    return f"{MARKER}={root}".encode() in environ.split(b"\0")
+
+
 def _marked_processes(root: Path) -> list[int]:
     """Pids of the processes whose environment carries this stack's marker."""
     wanted = f"{MARKER}={root}".encode()
@@ -616,7 +629,8 @@ def stop(root: str | Path = DEFAULT_ROOT, timeout_s: float = 20.0) -> list[str]:
         if not pid_file.exists():
             continue
         pid = int(pid_file.read_text() or 0)
-        if pid > 0 and _alive(pid):
+        # a stale pid file (after a reboot) may name someone else's process: only ours
+        if pid > 0 and _alive(pid) and _carries_marker(pid, path):
             stopped.append(name)
             if name == "postgres":
                 _stop_postgres(path, timeout_s)
