@@ -1,6 +1,7 @@
-"""One production stack (``vqganodip_pipeline.stack``) per test session, shared by the stack
-and browser tests: PostgreSQL, moto as S3, the gRPC code server, webserver and daemon, all on
-127.0.0.1, stopped after the session even when a test fails (and checked gone)."""
+"""One production stack (``vqganodip_pipeline.stack``) for the tests of this folder (stack,
+config and browser tests): PostgreSQL, moto as S3, the gRPC code server, webserver and daemon,
+all on 127.0.0.1, stopped after this folder's tests even when one fails (and checked gone),
+so that the rest of the suite does not share the CPU with it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import dagster as dg
 import pytest
 
 from vqganodip_pipeline import stack as stack_module
+from vqganodip_pipeline.defs.partitions import shift_partitions
 from vqganodip_pipeline.demo import PRODUCTION_BATCH
 from vqganodip_pipeline.local_services import HOST
 from vqganodip_pipeline_tests.conftest import SHARED_DATA
@@ -49,7 +51,7 @@ def _ports_free(ports: list[int]) -> list[int]:
     return busy
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[stack_module.Stack]:
     if stack_module.postgres_bin_dir() is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install -y postgresql)")
@@ -75,14 +77,14 @@ def stack() -> Iterator[stack_module.Stack]:
         assert not busy, f"stack ports still listening: {busy}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def instance(stack: stack_module.Stack) -> Iterator[dg.DagsterInstance]:
     """The stack's instance as a client sees it: the generated dagster.yaml, on PostgreSQL."""
     with stack_module.stack_env(stack), dg.DagsterInstance.get() as instance:
         yield instance
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def automated(
     stack: stack_module.Stack,
     instance: dg.DagsterInstance,
@@ -92,8 +94,18 @@ def automated(
     else: returns once the daemon's automation has scored the shift (its ``batch_scores``
     record and the sensors' state ids)."""
     upload_batches(stack, tmp_path_factory.mktemp("batches"))
-    sensors = {name: start_sensor(stack, name) for name in SENSORS}
     began = time.monotonic()
+    inbox_sensor, automation = SENSORS
+    sensors = {inbox_sensor: start_sensor(stack, inbox_sensor)}
+    # the automation sensor's first tick comes at once: switched on once the partitions are
+    # registered, it does not wait one 30 s interval for the next
+    wait_for(
+        "the inbox sensor to register the shift",
+        lambda: instance.get_dynamic_partitions(shift_partitions.name),
+        120,
+        stack,
+    )
+    sensors[automation] = start_sensor(stack, automation)
     scored = wait_for(
         f"batch_scores[{PRODUCTION_BATCH}]",
         lambda: latest(instance, "batch_scores", PRODUCTION_BATCH),
