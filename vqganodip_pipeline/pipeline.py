@@ -30,6 +30,7 @@ from vqganodip_pipeline.features.backbones import (
 from vqganodip_pipeline.localize.candidates import hit_defects
 from vqganodip_pipeline.localize.feature_deviation import fit_feature_statistics
 from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
+from vqganodip_pipeline.localize.nearest_neighbour import fit_memory_bank
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import VARIANTS, LocalizeConfig, image_metrics, patches_frame
 from vqganodip_pipeline.model.reconstruct import Reconstruction, reconstruct
@@ -103,14 +104,19 @@ def compute_normal_variation(
     batch_size: int = 8,
     precision: str = "fp32",
     backbone: FeatureBackbone | None = None,
-    feature_images: np.ndarray | Iterable[np.ndarray] | None = None,
+    feature_images: np.ndarray | Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> NormalVariation:
     """The weighting mask W and the per-pixel difference statistics from m unseen normal
-    images ((m, H, W, 3) ``uint8``); with ``backbone`` (and ``standardize``), also the
-    per-position feature statistics of the feature-deviation metrics, fitted on these images
-    and on ``feature_images`` (more normal units, e.g. the VQGAN's training units: the
-    statistics use no reconstruction, so units the VQGAN has seen are as good as unseen ones;
-    an array or an iterable of arrays, read once).
+    images ((m, H, W, 3) ``uint8``); with ``backbone``, also what the backbone's features of
+    normal units look like, fitted on these images and on ``feature_images`` (more normal
+    units, e.g. the VQGAN's training units: neither uses a reconstruction, so units the VQGAN
+    has seen are as good as unseen ones; an array, or a function returning an iterable of
+    arrays, called once per fit so that a large set never sits in memory at once):
+
+    - the per-position feature statistics of the feature-deviation metrics, with
+      ``standardize`` (they assume a fixed position);
+    - the coreset memory bank of the nearest-neighbour metrics, when ``config.knn_bank`` > 0
+      (position-free).
 
     Inference runs in fp32 by default: bf16 flips near-tie codes (whole 8x8 blocks change) and,
     on CPUs without AMX, was 20x slower here (20 images: 495 s bf16 vs 24 s fp32)."""
@@ -126,17 +132,30 @@ def compute_normal_variation(
         sigma=config.z_sigma,
         eps=config.z_eps,
     )
-    if backbone is not None and standardize and (feature_images is not None or len(images) >= 2):
+    if backbone is None:
+        return normal
+
+    def normal_units() -> Iterable[np.ndarray]:
         if feature_images is None:
-            sets: Iterable[np.ndarray] = [images]
-        elif isinstance(feature_images, np.ndarray):
-            sets = [images, feature_images]
-        else:
-            sets = itertools.chain([images], feature_images)
+            return [images]
+        if isinstance(feature_images, np.ndarray):
+            return [images, feature_images]
+        return itertools.chain([images], feature_images())
+
+    if standardize and (feature_images is not None or len(images) >= 2):
         statistics = fit_feature_statistics(
-            backbone, sets, joint_channels=config.joint_channels, batch_size=batch_size
+            backbone, normal_units(), joint_channels=config.joint_channels, batch_size=batch_size
         )
         normal = replace(normal, features=statistics)
+    if config.knn_bank:
+        memory = fit_memory_bank(
+            backbone,
+            normal_units(),
+            size=config.knn_bank,
+            positions=config.knn_positions,
+            batch_size=batch_size,
+        )
+        normal = replace(normal, memory=memory)
     return normal
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from vqganodip_pipeline.localize.feature_deviation import FeatureStatistics
+from vqganodip_pipeline.localize.nearest_neighbour import MemoryBank
 
 
 def difference_image(x: np.ndarray, x_hat: np.ndarray, sigma: float = 0.0) -> np.ndarray:
@@ -54,6 +55,8 @@ class NormalVariation:
             pixels do not turn noise into huge scores.
         features: per-position backbone feature statistics of the same units
             (localize/feature_deviation.py), or None.
+        memory: coreset memory bank of the same units' backbone features for the
+            nearest-neighbour metrics (localize/nearest_neighbour.py), or None.
     """
 
     weights: np.ndarray | None
@@ -62,6 +65,7 @@ class NormalVariation:
     sigma: float = 1.0
     eps: float = 0.01
     features: FeatureStatistics | None = None
+    memory: MemoryBank | None = None
 
     def standardize(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """z+ = max(0, (Delta_sigma - mean) / (std + eps)): the image's excess difference in
@@ -82,6 +86,8 @@ class NormalVariation:
             arrays["variation_std"] = self.std.astype(np.float32)
         if self.features is not None:
             arrays.update(self.features.to_arrays())
+        if self.memory is not None:
+            arrays.update(self.memory.to_arrays())
         return {k: np.asarray(v) for k, v in arrays.items()}
 
     @classmethod
@@ -94,6 +100,7 @@ class NormalVariation:
             sigma=float(arrays.get("sigma", 1.0)),
             eps=float(arrays.get("eps", 0.01)),
             features=FeatureStatistics.from_arrays(arrays),
+            memory=MemoryBank.from_arrays(arrays),
         )
 
 

@@ -87,6 +87,15 @@ def cell_ranges(
     return r0, r1, c0, c1
 
 
+def patch_means(cell_map: np.ndarray, patches: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Mean of a (h, w) map at ``stride`` px per cell (1: a per-pixel map) over the cells each
+    (top, left, size) px patch covers (at least one cell), from a summed-area table."""
+    r0, r1, c0, c1 = cell_ranges(patches, stride, cell_map.shape)
+    table = np.pad(cell_map.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    total = table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]
+    return total / ((r1 - r0) * (c1 - c0))
+
+
 def _integral(feature_map: torch.Tensor) -> torch.Tensor:
     """Summed-area table (C, h+1, w+1) with a zero first row and column."""
     return F.pad(feature_map.cumsum(1).cumsum(2), (1, 0, 1, 0))

@@ -40,6 +40,7 @@ from vqganodip_pipeline.localize.patch_distance import (
     ESTIMATORS,
     ImageFeatures,
     patch_distances_fast,
+    patch_means,
     select_top_q,
 )
 from vqganodip_pipeline.metrics.aggregates import AGGREGATES, aggregate
@@ -68,6 +69,9 @@ class LocalizeConfig:
         z_eps: floor added to the per-pixel standard deviation (difference units, [0, 1]).
         joint_channels: channels kept in the joint feature-deviation map (memory: positions x
             joint_channels^2 floats; 0 = no joint map).
+        knn_bank: M, entries of the nearest-neighbour memory bank (PatchCore-style coreset of
+            normal units' features; 0 = no nearest-neighbour metrics).
+        knn_positions: positions drawn at random from each normal unit before the coreset.
     """
 
     p: int = 100
@@ -81,8 +85,13 @@ class LocalizeConfig:
     z_sigma: float = 1.0
     z_eps: float = 0.01
     joint_channels: int = 64
+    knn_bank: int = 4096
+    knn_positions: int = 256
 
     def __post_init__(self) -> None:
+        for name in ("knn_bank", "knn_positions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("p", "n", "alpha", "q"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,19 +111,6 @@ class ImageResult:
 def _put(row: dict[str, float], level: str, metric: str, variant: str, values) -> None:
     for name, value in aggregate(np.ravel(values)).items():
         row[f"{level}__{metric}__{name}__{variant}"] = float(value)
-
-
-def _patch_means(weights: np.ndarray, patches: np.ndarray) -> np.ndarray:
-    """Mean of a (H, W) map over each (top, left, size) patch, from a summed-area table."""
-    table = np.pad(weights.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    top, left, size = patches[:, 0], patches[:, 1], patches[:, 2]
-    total = (
-        table[top + size, left + size]
-        - table[top, left + size]
-        - table[top + size, left]
-        + table[top, left]
-    )
-    return total / (size * size)
 
 
 def image_metrics(
@@ -179,6 +175,10 @@ def image_metrics(
         deviations = normal.features.deviation_maps(features.x, features.backbone)
         for name, deviation in deviations.items():
             _put(row, "image", name, "standardized", deviation)
+    knn_map = None
+    if normal is not None and normal.memory is not None:
+        knn_map = normal.memory.distance_map(features.x, features.backbone)
+        _put(row, "image", "knn", "raw", knn_map)
     for variant, d in maps.items():
         _put(row, "image", "delta", variant, d)
         pixels = top_p_pixels(d, config.p)
@@ -189,10 +189,10 @@ def image_metrics(
         )
         distances = patch_distances_fast(features, candidates, config.estimator)
         if variant == "weighted":
-            distances = distances * _patch_means(weights, candidates)
+            distances = distances * patch_means(weights, candidates)
             ranking = distances
         elif variant == "standardized":
-            ranking = _patch_means(d, candidates)
+            ranking = patch_means(d, candidates)
         else:
             ranking = distances
         chosen = select_top_q(ranking, candidates, config.q)
@@ -202,6 +202,9 @@ def image_metrics(
         _put(row, "patch", "side", variant, selected[:, 2].astype(np.float64))
         if variant == "standardized":
             _put(row, "patch", "zscore", variant, ranking[chosen])
+        if knn_map is not None:
+            assert normal is not None and normal.memory is not None
+            _put(row, "patch", "knn", variant, patch_means(knn_map, selected, normal.memory.stride))
 
         originals, reconstructions = [], []
         for top, left, size in selected:
@@ -227,10 +230,12 @@ def metric_column_names(
     orb: bool = True,
     feature_maps: int = 0,
     feature_joint: bool | None = None,
+    knn: bool = True,
 ) -> list[str]:
     """Every metric column an image row can hold, in a stable order (documentation, checks).
     ``feature_maps``: backbone feature maps with normal statistics (0: no feature deviation);
-    ``feature_joint``: with their joint map (None: whenever there are two maps or more)."""
+    ``feature_joint``: with their joint map (None: whenever there are two maps or more);
+    ``knn``: with the nearest-neighbour memory bank."""
     if feature_joint is None:
         feature_joint = feature_maps >= 2
     names = [f"image__{name}__value__raw" for name in MODEL_OUTPUTS]
@@ -245,6 +250,9 @@ def metric_column_names(
         if variant == "weighted":
             names.append("image__mse__value__weighted")
         sets = [("image", "delta"), ("pixel", "top_p"), ("patch", "fid"), ("patch", "side")]
+        if knn:
+            sets += [("image", "knn")] if variant == "raw" else []
+            sets.append(("patch", "knn"))
         if variant == "standardized":
             sets.append(("patch", "zscore"))
             sets += [("image", f"feature_deviation_{i}") for i in range(feature_maps)]
@@ -348,6 +356,17 @@ def metric_documentation() -> str:
         "concatenated, at most `joint_channels` of them kept (a fixed random subset, PaDiM); "
         "present with two maps or more |"
     )
+    lines.append(
+        f"| `image__knn__{aggregates}__raw` | per cell of the backbone's finest grid: Euclidean "
+        "distance of the image's locally aggregated features (3x3 cells, all maps concatenated) "
+        "to the nearest entry of a coreset memory bank of normal units' features "
+        "(PatchCore-style, localize/nearest_neighbour.py); position-free, not from the "
+        "reconstruction |"
+    )
+    lines.append(
+        f"| `patch__knn__{aggregates}__{_VARIANT_NAMES}` | mean of that nearest-neighbour "
+        "distance over each of the q selected patches |"
+    )
     for name, direction in PATCH_METRIC_DIRECTION.items():
         kind = "similarity" if direction.startswith("higher") else "distance"
         lines.append(
@@ -361,9 +380,12 @@ def metric_documentation() -> str:
         "(connected components or boxes) and how many a selected patch touches |",
         "",
         f"All three variants: {len(metric_column_names(feature_maps=2))} metric columns per "
-        "image with a two-map backbone (every backbone has two by default); "
+        "image with a two-map backbone (every backbone has two by default) and the memory "
+        "bank; free position (no weighting mask, no per-pixel or per-position statistics, "
+        "the memory bank kept): "
+        f"{len(metric_column_names(weighted=False, standardized=False))}; "
         "raw only (no normal images to learn from): "
-        f"{len(metric_column_names(weighted=False, standardized=False))}.",
+        f"{len(metric_column_names(weighted=False, standardized=False, knn=False))}.",
         "",
     ]
     return "\n".join(lines)

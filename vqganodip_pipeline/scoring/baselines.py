@@ -25,6 +25,9 @@ from vqganodip_pipeline.scoring.table import (
 
 DEFAULT_MSE_COLUMN = "image__mse__value__raw"
 DEFAULT_GOLDEN_COLUMN = "baseline__golden_mse__value__raw"
+# the PatchCore-style peer's image score: the largest nearest-neighbour distance of any
+# position to the coreset memory bank (localize/nearest_neighbour.py), PatchCore's own score
+DEFAULT_PEER_COLUMN = "image__knn__max__raw"
 SHORTCUT_CODE = "capture_shortcut"
 SHORTCUT_WARNING_AUROC = 0.7  # capture statistics this good at telling the classes apart: warn
 
@@ -190,9 +193,10 @@ def default_baselines(
     frame: pd.DataFrame,
     mse_column: str | None = DEFAULT_MSE_COLUMN,
     golden_column: str | None = DEFAULT_GOLDEN_COLUMN,
+    peer_column: str | None = DEFAULT_PEER_COLUMN,
 ) -> tuple[list[ScoreBaseline], list[str]]:
-    """Raw image MSE, best single metric, golden-sample difference and the capture shortcut
-    for this table.
+    """Raw image MSE, best single metric, golden-sample difference, the PatchCore-style peer
+    and the capture shortcut for this table.
 
     A baseline whose column is missing (or set to None) is skipped with a note saying why.
     """
@@ -201,6 +205,7 @@ def default_baselines(
     for code, column, what in (
         ("raw_mse", mse_column, "raw image MSE"),
         ("golden_sample", golden_column, "golden-sample difference"),
+        ("patchcore", peer_column, "PatchCore-style nearest-neighbour peer"),
     ):
         if column is None:
             notes.append(f"baseline {code} ({what}) skipped: no column given")

@@ -26,6 +26,7 @@ import pandas as pd
 from vqganodip_pipeline.scoring.baselines import (
     DEFAULT_GOLDEN_COLUMN,
     DEFAULT_MSE_COLUMN,
+    DEFAULT_PEER_COLUMN,
     default_baselines,
 )
 from vqganodip_pipeline.scoring.calibrate import (
@@ -167,6 +168,7 @@ def run_honest_protocol(
     role: str | None = "classifier_set",
     mse_column: str | None = DEFAULT_MSE_COLUMN,
     golden_column: str | None = DEFAULT_GOLDEN_COLUMN,
+    peer_column: str | None = DEFAULT_PEER_COLUMN,
     progress: ProgressCallback | None = None,
 ) -> HonestResult:
     """Nested evaluation of the composite score and the baselines on the ``role`` rows of ``df``.
@@ -184,7 +186,7 @@ def run_honest_protocol(
     table = training_table(df, role)
     X, y, groups, frame = table.X, table.y, table.groups, table.frame
     outer = check_protocol(y, groups, config, calibration, n_outer)
-    baselines, notes = default_baselines(frame, mse_column, golden_column)
+    baselines, notes = default_baselines(frame, mse_column, golden_column, peer_column)
 
     folds: list[OuterFold] = []
     log: list[FitRecord] = []

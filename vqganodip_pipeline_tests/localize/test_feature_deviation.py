@@ -202,7 +202,7 @@ def test_columns_storage_and_clear_errors(backbone, normals) -> None:
     result = image_metrics(
         x, normals[1], image_features(backbone, x, normals[1]), OUTPUTS, full, config
     )
-    expected = set(metric_column_names(feature_maps=len(stats.strides)))
+    expected = set(metric_column_names(feature_maps=len(stats.strides), knn=False))
     assert "image__feature_deviation_joint__max__standardized" in expected
     assert set(result.metrics) == expected
 

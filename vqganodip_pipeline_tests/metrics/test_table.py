@@ -81,10 +81,10 @@ def test_columns_match_the_documented_names(backbone) -> None:
     config = LocalizeConfig(p=10, n=2, alpha=4, q=8)
     features = image_features(backbone, x, x_hat)
     weighted = image_metrics(x, x_hat, features, OUTPUTS, flat_normal(64), config, golden=golden)
-    names = set(metric_column_names())
+    names = set(metric_column_names(knn=False))
     assert set(weighted.metrics) - {"baseline__golden_mse__value__raw"} == names
     raw_only = image_metrics(x, x_hat, features, OUTPUTS, None, config)
-    expected = metric_column_names(weighted=False, standardized=False)
+    expected = metric_column_names(weighted=False, standardized=False, knn=False)
     assert set(raw_only.metrics) == set(expected)
     frame = patches_frame("img", weighted)
     assert set(frame["variant"]) == {"raw", "weighted", "standardized"}

@@ -1,0 +1,210 @@
+"""How far each position's backbone features lie from the nearest ones seen on normal units.
+
+PatchCore (Roth et al. 2022) keeps a memory bank of locally aggregated mid-level features of
+normal images, thinned by a greedy coreset, and calls a position abnormal when its features are
+far from every entry of the bank. Unlike the per-position statistics of the feature deviation
+(localize/feature_deviation.py) the bank ignores where a feature was seen, so it needs no fixed
+position: it serves free-position products (textures, loose parts) as well as boards.
+
+Per image, every feature map l of the backbone is averaged over a 3 x 3 neighbourhood of cells
+(PatchCore's local aggregation, stride 1), all maps are brought to the grid of the finest one
+(coarser maps repeated, localize.feature_deviation.joint_feature_map) and concatenated along the
+channels. A position's distance is the Euclidean distance of its vector to the nearest bank entry,
+in feature units (ImageNet-normalised input, post-activation features).
+
+The bank: from the normal units (calibration, VQGAN training and validation: no reconstruction
+is needed), ``positions`` positions drawn at random from each unit, then ``size`` of them
+chosen by PatchCore's greedy k-centre coreset (each pick the position farthest from those
+already picked, on a Johnson-Lindenstrauss random projection to ``projection`` dims when the
+features are wider). The random draw before the coreset bounds memory and fitting time
+(pool x size distance updates), at the price of a rare normal feature being missed; more
+``positions`` trade time for coverage.
+
+Nearest neighbours are exact, by blocks of queries against the whole bank with one matrix
+product each (torch, float32). faiss-cpu's exact flat index computes the same distances; on
+this 2-core CPU at bank and query sizes of 4096 x 64 it was not faster (bench/bench_knn.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vqganodip_pipeline.features.backbones import FeatureBackbone
+from vqganodip_pipeline.localize.feature_deviation import joint_feature_map
+from vqganodip_pipeline.model.tensors import images_to_tensor
+
+QUERY_BLOCK = 4096  # query positions per distance block: block x bank x 4 bytes of memory
+
+
+def embed(maps: Sequence[torch.Tensor], strides: Sequence[int]) -> tuple[torch.Tensor, int]:
+    """PatchCore embeddings of a batch: (N, C_l, h_l, w_l) maps at ``strides`` px per cell ->
+    ((N, C, h, w) float32 with C = sum C_l, the grid's stride in px)."""
+    stride = min(strides)
+    pooled = [
+        F.avg_pool2d(m.float(), 3, stride=1, padding=1, count_include_pad=False) for m in maps
+    ]
+    channels = np.arange(sum(int(m.shape[1]) for m in maps))
+    return joint_feature_map(pooled, strides, stride, channels), stride
+
+
+def nearest_distances(
+    queries: torch.Tensor, bank: torch.Tensor, block: int = QUERY_BLOCK
+) -> torch.Tensor:
+    """Euclidean distance of every row of ``queries`` (P, C) to its nearest row of ``bank``
+    (M, C), exact up to float32 rounding (a near tie may pick the other neighbour), in blocks
+    of ``block`` queries -> (P,) float32."""
+    if queries.shape[-1] != bank.shape[-1]:
+        raise ValueError(f"queries have {queries.shape[-1]} channels, the bank {bank.shape[-1]}")
+    queries = queries.float()
+    bank = bank.float()
+    bank_sq = (bank * bank).sum(1)
+    out = torch.empty(len(queries), dtype=torch.float32)
+    for start in range(0, len(queries), block):
+        part = queries[start : start + block]
+        # |a|^2 + |b|^2 - 2 a.b finds the nearest entry with one matrix product; its distance
+        # is then recomputed directly, as the expansion loses ~1e-3 to cancellation near 0
+        squared = (part * part).sum(1, keepdim=True) + bank_sq[None] - 2.0 * part @ bank.T
+        nearest = bank[squared.argmin(dim=1)]
+        out[start : start + block] = torch.linalg.vector_norm(part - nearest, dim=1)
+    return out
+
+
+def greedy_coreset(
+    features: torch.Tensor, size: int, *, projection: int = 128, seed: int = 0
+) -> np.ndarray:
+    """Indices of ``size`` rows of ``features`` (N, C) chosen by greedy k-centre selection:
+    start at a random row, then repeatedly take the row farthest from all rows taken so far
+    (distances on a random Gaussian projection to ``projection`` dims when C is larger).
+    All rows when N <= size."""
+    count = len(features)
+    if size < 1:
+        raise ValueError(f"coreset size must be >= 1, got {size}")
+    if count <= size:
+        return np.arange(count)
+    generator = torch.Generator().manual_seed(seed)
+    points = features.float()
+    if points.shape[1] > projection:
+        matrix = torch.randn(points.shape[1], projection, generator=generator)
+        points = points @ (matrix / np.sqrt(projection))
+    chosen = np.empty(size, dtype=np.int64)
+    chosen[0] = int(torch.randint(count, (1,), generator=generator))
+    nearest = ((points - points[chosen[0]]) ** 2).sum(1)
+    for i in range(1, size):
+        chosen[i] = int(torch.argmax(nearest))
+        nearest = torch.minimum(nearest, ((points - points[chosen[i]]) ** 2).sum(1))
+    return np.sort(chosen)
+
+
+@dataclass(frozen=True)
+class MemoryBank:
+    """Coreset of normal units' PatchCore embeddings.
+
+    Attributes:
+        backbone: name of the backbone that made them (a mismatch at use time is an error).
+        bank: (M, C) float32 embeddings.
+        strides: px per cell of the backbone's feature maps.
+        stride: px per cell of the embedding grid (the finest map's).
+        units: normal units the positions were drawn from.
+        pool: positions the coreset was chosen from.
+    """
+
+    backbone: str
+    bank: np.ndarray
+    strides: tuple[int, ...]
+    stride: int
+    units: int
+    pool: int
+
+    def distance_map(self, features: Sequence[torch.Tensor], backbone: str) -> np.ndarray:
+        """Nearest-neighbour distance (h, w) float64 of one image's feature maps ((C, h, w)
+        each, as in ImageFeatures.x) at every cell of the embedding grid."""
+        if backbone != self.backbone:
+            raise ValueError(
+                f"the memory bank was built with backbone {self.backbone!r}, "
+                f"the metrics use {backbone!r}: refit the normal variation with this backbone"
+            )
+        if len(features) != len(self.strides):
+            raise ValueError(f"{len(features)} feature maps, memory bank for {len(self.strides)}")
+        embedding, _ = embed([f[None] for f in features], self.strides)
+        channels, height, width = embedding.shape[1:]
+        queries = embedding[0].reshape(channels, -1).T
+        distances = nearest_distances(queries, torch.from_numpy(self.bank))
+        return distances.reshape(height, width).double().numpy()
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "knn_backbone": np.asarray(self.backbone),
+            "knn_bank": self.bank.astype(np.float32),
+            "knn_strides": np.asarray(self.strides, dtype=np.int64),
+            "knn_stride": np.int64(self.stride),
+            "knn_units": np.int64(self.units),
+            "knn_pool": np.int64(self.pool),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MemoryBank | None:
+        if "knn_bank" not in arrays:
+            return None
+        return cls(
+            backbone=str(arrays["knn_backbone"]),
+            bank=np.asarray(arrays["knn_bank"], dtype=np.float32),
+            strides=tuple(int(v) for v in arrays["knn_strides"]),
+            stride=int(arrays["knn_stride"]),
+            units=int(arrays["knn_units"]),
+            pool=int(arrays["knn_pool"]),
+        )
+
+
+@torch.no_grad()
+def fit_memory_bank(
+    backbone: FeatureBackbone,
+    images: np.ndarray | Iterable[np.ndarray],
+    *,
+    size: int,
+    positions: int,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> MemoryBank:
+    """The coreset memory bank of normal images: one (n, H, W, 3) ``uint8`` array or an
+    iterable of them (read once, chunk by chunk).
+
+    Args:
+        size: M, bank entries kept by the greedy coreset.
+        positions: positions drawn at random from each image before the coreset (the pool is
+            n x positions: it bounds memory and fitting time).
+    """
+    if size < 1 or positions < 1:
+        raise ValueError(f"memory bank size and positions must be >= 1, got {size}, {positions}")
+    sets = [images] if isinstance(images, np.ndarray) else images
+    generator = torch.Generator().manual_seed(seed)
+    drawn: list[torch.Tensor] = []
+    seen = 0
+    stride = 0
+    for image_set in sets:
+        for start in range(0, len(image_set), batch_size):
+            batch = images_to_tensor(image_set[start : start + batch_size])
+            embedding, stride = embed(backbone.feature_maps(batch), backbone.strides)
+            n, channels = embedding.shape[:2]
+            vectors = embedding.reshape(n, channels, -1).transpose(1, 2)  # (n, P, C)
+            take = min(positions, vectors.shape[1])
+            for unit in vectors:
+                index = torch.randperm(unit.shape[0], generator=generator)[:take]
+                drawn.append(unit[index].clone())
+            seen += n
+    if not drawn:
+        raise ValueError("the memory bank needs at least one normal image, got none")
+    candidates = torch.cat(drawn)
+    chosen = greedy_coreset(candidates, size, seed=seed)
+    return MemoryBank(
+        backbone=backbone.name,
+        bank=candidates[torch.from_numpy(chosen)].numpy().astype(np.float32),
+        strides=tuple(int(v) for v in backbone.strides),
+        stride=stride,
+        units=seen,
+        pool=len(candidates),
+    )
