@@ -178,8 +178,9 @@ def _weights_of(payload: dict) -> dict[str, np.ndarray]:
 class QualityFloors(dg.Config):
     """Floors of the blocking checkpoint check."""
 
-    min_val_psnr_db: float = Field(
-        default=18.0, description="held-out normal reconstruction PSNR floor, dB"
+    min_val_psnr_db: float | None = Field(
+        default=None,
+        description="held-out normal reconstruction PSNR floor, dB (default: the preset's)",
     )
     min_codebook_usage: float = Field(
         default=0.02, description="share of codebook entries the held-out images use, floor"
@@ -215,8 +216,9 @@ def vqgan_checkpoint_quality(
         precision="fp32",
     )
     problems = []
-    if quality["val_psnr"] < config.min_val_psnr_db:
-        problems.append(f"PSNR {quality['val_psnr']:.2f} dB < {config.min_val_psnr_db} dB")
+    floor = preset.min_val_psnr_db if config.min_val_psnr_db is None else config.min_val_psnr_db
+    if quality["val_psnr"] < floor:
+        problems.append(f"PSNR {quality['val_psnr']:.2f} dB < {floor} dB")
     if quality["val_codebook_usage"] < config.min_codebook_usage:
         problems.append(
             f"codebook usage {quality['val_codebook_usage']:.3f} < {config.min_codebook_usage}"
@@ -275,8 +277,10 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
+    localize = settings.localize_config()
     extra_rows = role_rows(dataset_split, "vqgan_train", "vqgan_val")
-    if not (config.standardized and config.training_units_for_features):
+    uses_features = config.standardized or localize.knn_bank > 0
+    if not (uses_features and config.training_units_for_features):
         extra_rows = extra_rows.iloc[:0]
 
     def training_units() -> Iterator[np.ndarray]:
@@ -299,10 +303,10 @@ def weighting_mask(
         images,
         use_weights=config.enabled,
         standardize=config.standardized,
-        config=settings.localize_config(),
+        config=localize,
         batch_size=preset.batch_size,
         backbone=choice.backbone,
-        feature_images=training_units() if len(extra_rows) else None,
+        feature_images=training_units if len(extra_rows) else None,
     )
     # the golden sample (mean normal image) of the incumbent AOI approach, a baseline
     arrays = {**normal.to_arrays(), "golden": golden_sample(images)}
@@ -315,6 +319,10 @@ def weighting_mask(
         "feature_covariance_shrinkage": (
             [] if normal.features is None else [round(v, 4) for v in normal.features.mean_shrinkage]
         ),
+        "memory_bank": "none"
+        if normal.memory is None
+        else f"{len(normal.memory.bank)} x {normal.memory.bank.shape[1]} coreset of "
+        f"{normal.memory.pool} positions from {normal.memory.units} normal units",
     }
     if normal.weights is not None:
         metadata["mean_weight"] = float(normal.weights.mean())
