@@ -18,13 +18,13 @@ import dagster as dg
 import pytest
 
 from vqganodip_pipeline import stack as stack_module
-from vqganodip_pipeline.defs.partitions import shift_partitions
 from vqganodip_pipeline.demo import PRODUCTION_BATCH
 from vqganodip_pipeline.local_services import HOST
 from vqganodip_pipeline_tests.conftest import SHARED_DATA
 from vqganodip_pipeline_tests.stack.helpers import (
     SENSORS,
     latest,
+    sensor_ticks,
     start_sensor,
     upload_batches,
     wait_for,
@@ -96,16 +96,13 @@ def automated(
     upload_batches(stack, tmp_path_factory.mktemp("batches"))
     began = time.monotonic()
     inbox_sensor, automation = SENSORS
-    sensors = {inbox_sensor: start_sensor(stack, inbox_sensor)}
-    # the automation sensor's first tick comes at once: switched on once the partitions are
-    # registered, it does not wait one 30 s interval for the next
-    wait_for(
-        "the inbox sensor to register the shift",
-        lambda: instance.get_dynamic_partitions(shift_partitions.name),
-        120,
-        stack,
-    )
-    sensors[automation] = start_sensor(stack, automation)
+    # The automation first, and its first tick done before any partition exists: Dagster's
+    # on_missing() acts on partitions that became missing after the condition's first
+    # evaluation, so a shift registered before the automation was switched on is never
+    # ingested by it (switch the automation on first in production too).
+    sensors = {automation: start_sensor(stack, automation)}
+    wait_for("the automation's first tick", lambda: sensor_ticks(stack, automation), 120, stack)
+    sensors[inbox_sensor] = start_sensor(stack, inbox_sensor)
     scored = wait_for(
         f"batch_scores[{PRODUCTION_BATCH}]",
         lambda: latest(instance, "batch_scores", PRODUCTION_BATCH),

@@ -97,6 +97,24 @@ def start_sensor(stack: Stack, name: str) -> str:
     return str(answer["sensorState"]["id"])
 
 
+_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { ticks(limit: 5) { status timestamp } } }
+  }
+}
+"""
+
+
+def sensor_ticks(stack: Stack, name: str) -> list[dict[str, Any]]:
+    """The sensor's last ticks that finished (newest first): empty before its first one."""
+    answer = graphql(stack, _TICKS, {"selector": sensor_selector(name)})["sensorOrError"]
+    assert answer["__typename"] == "Sensor", answer
+    ticks = answer["sensorState"]["ticks"]
+    return [tick for tick in ticks if tick["status"] in ("SUCCESS", "SKIPPED", "FAILURE")]
+
+
 def stop_sensor(stack: Stack, state_id: str) -> None:
     answer = graphql(stack, _STOP_SENSOR, {"id": state_id})["stopSensor"]
     assert answer["__typename"] == "StopSensorMutationResult", answer
