@@ -10,7 +10,7 @@ import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from vqganodip_pipeline.data.synthetic import make_layout, render_unit
-from vqganodip_pipeline.features.backbones import DiscriminatorBackbone, MobileNetBackbone
+from vqganodip_pipeline.features.backbones import MobileNetBackbone
 from vqganodip_pipeline.localize.feature_deviation import (
     FeatureStatistics,
     fit_feature_statistics,
@@ -19,9 +19,7 @@ from vqganodip_pipeline.localize.feature_deviation import (
 from vqganodip_pipeline.localize.mask import NormalVariation, normal_variation
 from vqganodip_pipeline.localize.patch_distance import image_features
 from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics, metric_column_names
-from vqganodip_pipeline.model.config import vqgan_preset
 from vqganodip_pipeline.model.tensors import images_to_tensor
-from vqganodip_pipeline.model.vqgan import build_discriminator
 
 OUTPUTS = {
     "mse": 0.0,
@@ -30,12 +28,6 @@ OUTPUTS = {
     "disc_logit_x": 0.0,
     "disc_logit_xhat": 0.0,
 }
-
-
-@pytest.fixture(scope="module")
-def backbone() -> DiscriminatorBackbone:
-    config, _ = vqgan_preset("tiny")
-    return DiscriminatorBackbone(build_discriminator(config, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +139,6 @@ def test_full_covariance_sees_a_change_of_channel_correlation() -> None:
     near = stats.deviation_maps([together], "identity")["feature_deviation_0"].max()
     far = stats.deviation_maps([apart], "identity")["feature_deviation_0"].max()
     assert far > 20 * near
-
-
-@pytest.fixture(scope="module")
-def normals_128() -> np.ndarray:
-    layout = make_layout(0)
-    return np.stack([render_unit(layout, size=128, seed=100 + i)[0] for i in range(40)])
 
 
 def missing_part_scores(backbone, normals: np.ndarray) -> tuple[list[float], list[float]]:

@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from vqganodip_pipeline.data.synthetic import make_layout, render_unit
-from vqganodip_pipeline.features.backbones import DiscriminatorBackbone, MobileNetBackbone
+from vqganodip_pipeline.features.backbones import MobileNetBackbone
 from vqganodip_pipeline.localize.feature_deviation import fit_feature_statistics
 from vqganodip_pipeline.localize.mask import NormalVariation
 from vqganodip_pipeline.localize.nearest_neighbour import (
@@ -22,23 +22,14 @@ from vqganodip_pipeline.localize.nearest_neighbour import (
 )
 from vqganodip_pipeline.localize.patch_distance import image_features, patch_means
 from vqganodip_pipeline.metrics.table import LocalizeConfig, image_metrics, metric_column_names
-from vqganodip_pipeline.model.config import vqgan_preset
 from vqganodip_pipeline.model.tensors import images_to_tensor
-from vqganodip_pipeline.model.vqgan import build_discriminator
 
 OUTPUTS = {"mse": 0.0, "quant_loss": 0.0, "codes_used": 1.0}
 
 
 @pytest.fixture(scope="module")
-def backbone() -> DiscriminatorBackbone:
-    config, _ = vqgan_preset("tiny")
-    return DiscriminatorBackbone(build_discriminator(config, seed=0))
-
-
-@pytest.fixture(scope="module")
-def normals() -> np.ndarray:
-    layout = make_layout(0)
-    return np.stack([render_unit(layout, size=128, seed=100 + i)[0] for i in range(40)])
+def normals(normals_128) -> np.ndarray:
+    return normals_128
 
 
 @pytest.fixture(scope="module")
