@@ -1,0 +1,230 @@
+"""Line speed: end-to-end seconds per new image at 256 and 1024 px, against a PatchCore-style
+scorer timed in the same process, and peak memory.
+
+End to end is what a production batch does per image, in the pipeline's own functions:
+decode the PNG bytes (data.images.decode_image), reconstruct (model.reconstruct, fp32, with
+the discriminator's logits), backbone features of the image and its reconstruction, every
+metric of the row (metrics.table.image_metrics: all three variants, feature deviation,
+nearest-neighbour distances, patch metrics, ORB) and the composite score (a fitted
+MetricPreprocessor -> logistic regression pipeline; the shipped model's classifier varies, and
+scoring took 4-10 ms per image in bench_evaluate).
+
+The PatchCore-style peer per image: decode, one backbone pass, nearest-neighbour distance of
+every position to the same memory bank, maximum (localize/nearest_neighbour.py): the score
+of the ``patchcore`` baseline.
+
+Setup (not timed): the preset's VQGAN architecture (``demo`` at 256 px, ``paper`` at 1024 px)
+with its initial weights (timing does not depend on training; the reconstruction's quality
+does not matter here), ImageNet MobileNetV2 from ../shared/data/weights when present (else
+the discriminator's features, said in the result), the normal variation of 12 synthetic
+units (weighting mask, per-pixel and per-position statistics, memory bank) as the weighting
+mask asset fits it. Each size runs in its own subprocess, so ``peak_rss_mib`` is that size's
+whole process (Python, torch, models, statistics) at its high-water mark.
+
+Targets (issue 14): <= 0.15 s per 256 px image and <= 1.5 s per 1024 px image end to end on
+this 2-core CPU, peak memory <= 4 GiB. Run: ``.venv/bin/python bench/bench_latency.py
+[--quick] [--sizes 256,1024]`` -> bench/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/bench_latency.py`
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import write_result  # noqa: E402
+
+DEFAULT_WEIGHTS = (
+    ROOT.parent / "shared" / "data" / "weights" / "mobilenet_v2_imagenet_from_tflite.pt"
+)
+TARGET_S = {256: 0.15, 1024: 1.5}
+TARGET_PEAK_MIB = 4096
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
+    """Measure one size in this process (called in a subprocess)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from vqganodip_pipeline.data.images import decode_image, encode_png
+    from vqganodip_pipeline.data.synthetic import make_layout, render_unit
+    from vqganodip_pipeline.localize.patch_distance import image_features
+    from vqganodip_pipeline.metrics.table import image_metrics
+    from vqganodip_pipeline.model.config import vqgan_preset
+    from vqganodip_pipeline.model.reconstruct import reconstruct
+    from vqganodip_pipeline.model.vqgan import build_discriminator, build_vqgan
+    from vqganodip_pipeline.pipeline import (
+        build_backbone,
+        compute_normal_variation,
+        reconstruction_frame,
+    )
+    from vqganodip_pipeline.presets import get_preset
+    from vqganodip_pipeline.scoring.classifiers import build_pipeline, classifier_registry
+    from vqganodip_pipeline.scoring.table import metric_columns
+
+    torch.set_num_threads(2)
+    preset = get_preset("paper" if size >= 1024 else "demo")
+    config = preset.localize
+    model_config, _ = vqgan_preset(preset.name)
+    model = build_vqgan(model_config, seed=0).eval()
+    discriminator = build_discriminator(model_config, seed=0).eval()
+    choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
+    backbone = choice.backbone
+    layout = make_layout(0)
+    normals = np.stack([render_unit(layout, size=size, seed=300 + i)[0] for i in range(12)])
+    start = time.perf_counter()
+    normal = compute_normal_variation(
+        model,
+        normals[:6],
+        config=config,
+        batch_size=preset.batch_size,
+        backbone=backbone,
+        feature_images=normals[6:],
+    )
+    fit_s = time.perf_counter() - start
+    assert normal.memory is not None
+    bank = torch.from_numpy(normal.memory.bank)
+
+    def end_to_end(data: bytes, name: str) -> dict[str, Any]:
+        pixels = decode_image(data, name).pixels[None]
+        result = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
+        outputs = reconstruction_frame(result).iloc[0]
+        features = image_features(backbone, pixels[0], result.x_hat[0])
+        row = image_metrics(
+            pixels[0],
+            result.x_hat[0],
+            features,
+            {k: float(v) for k, v in outputs.items() if np.isfinite(float(v))},
+            normal,
+            config,
+        )
+        return row.metrics
+
+    def peer(data: bytes, name: str) -> float:
+        from vqganodip_pipeline.localize.nearest_neighbour import embed, nearest_distances
+        from vqganodip_pipeline.model.tensors import images_to_tensor
+
+        pixels = decode_image(data, name).pixels[None]
+        with torch.no_grad():
+            embedding, _ = embed(backbone.feature_maps(images_to_tensor(pixels)), backbone.strides)
+        queries = embedding[0].reshape(embedding.shape[1], -1).T
+        return float(nearest_distances(queries, bank).max())
+
+    # a classifier to score with, fitted on rows of normal and defective units
+    defects = ("missing", "solder_bridge", "scratch", "foreign_particle")
+    train_rows = []
+    for i in range(8):
+        defect = defects[i % 4] if i % 2 else None
+        x, _ = render_unit(layout, size=size, seed=400 + i, defect=defect)
+        row = end_to_end(encode_png(x), f"train_{i}.png")
+        train_rows.append({**row, "label": "abnormal" if defect else "normal"})
+    frame = pd.DataFrame(train_rows)
+    columns = metric_columns(frame)
+    classifier = build_pipeline(classifier_registry()["lr"], seed=0).fit(
+        frame[columns].to_numpy(), (frame["label"] == "abnormal").to_numpy(int)
+    )
+
+    new_units = []
+    for i in range(images):
+        defect = defects[i % 4] if i % 2 else None
+        new_units.append(encode_png(render_unit(layout, size=size, seed=500 + i, defect=defect)[0]))
+    stages: dict[str, list[float]] = {"end_to_end": [], "score": [], "peer": []}
+    for i, data in enumerate(new_units):
+        begin = time.perf_counter()
+        row = end_to_end(data, f"new_{i}.png")
+        scored = time.perf_counter()
+        classifier.predict_proba(np.array([[row[c] for c in columns]]))
+        stages["score"].append(time.perf_counter() - scored)
+        stages["end_to_end"].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        peer(data, f"new_{i}.png")
+        stages["peer"].append(time.perf_counter() - begin)
+    medians = {name: float(np.median(values)) for name, values in stages.items()}
+    # where the time goes: the same image once more, stage by stage
+    pixels = decode_image(new_units[0], "profile.png").pixels[None]
+    profile: dict[str, float] = {}
+    begin = time.perf_counter()
+    result = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
+    profile["reconstruct"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    features = image_features(backbone, pixels[0], result.x_hat[0])
+    profile["features"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    normal.memory.distance_map(features.x, backbone.name)
+    profile["knn_map"] = time.perf_counter() - begin
+    assert normal.features is not None
+    begin = time.perf_counter()
+    normal.features.deviation_maps(features.x, backbone.name)
+    profile["feature_deviation_maps"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    image_metrics(pixels[0], result.x_hat[0], features, {}, normal, config)
+    profile["image_metrics_all"] = time.perf_counter() - begin
+    return {
+        "size": size,
+        "preset": preset.name,
+        "backbone": choice.note,
+        "images": images,
+        "metric_columns": len(columns),
+        "memory_bank": list(normal.memory.bank.shape),
+        "normal_variation_fit_s_12_units": fit_s,
+        "seconds_per_image": medians,
+        "end_to_end_over_peer": medians["end_to_end"] / medians["peer"],
+        "profile_one_image_s": profile,
+        "target_s": TARGET_S.get(size),
+        "target_met": medians["end_to_end"] <= TARGET_S.get(size, float("inf")),
+        "misses_target_by": medians["end_to_end"] / TARGET_S[size] if size in TARGET_S else None,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_target_met": peak_rss_mib() <= TARGET_PEAK_MIB,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256 px, 2 images")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="MobileNetV2 weights")
+    parser.add_argument("--out", type=Path, default=None, help="result file (default results/)")
+    parser.add_argument(
+        "--sizes", default="256,1024", help="comma-separated sizes (8 images at 256, else 3)"
+    )
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    weights = args.weights if Path(args.weights).is_file() else None
+    if args.size is not None:  # child process: one size
+        print(json.dumps(run_size(args.size, weights, args.images)))
+        return
+    sizes_px = [int(v) for v in args.sizes.split(",")]
+    plan = [(256, 2)] if args.quick else [(size, 8 if size <= 256 else 3) for size in sizes_px]
+    sizes = []
+    for size, images in plan:
+        command = [sys.executable, __file__, "--size", str(size), "--images", str(images)]
+        command += ["--weights", args.weights]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        sizes.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    name = "latency_quick" if args.quick else "latency"
+    path = write_result(name, {"benchmark": __doc__.splitlines()[0], "sizes": sizes}, args.out)
+    print(path)
+    for entry in sizes:
+        print(
+            f"{entry['size']} px: end to end {entry['seconds_per_image']['end_to_end']:.3f} s "
+            f"(target {entry['target_s']} s), peer {entry['seconds_per_image']['peer']:.3f} s, "
+            f"peak {entry['peak_rss_mib']:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
