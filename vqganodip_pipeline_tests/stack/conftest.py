@@ -109,5 +109,14 @@ def automated(
         AUTOMATION_TIMEOUT_S,
         stack,
     )
+    # the materialization is recorded before its run ends (its checks still run): wait for the
+    # run's end, so that what follows sees a finished run
+    ended = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+    def finished() -> dg.DagsterRun | None:
+        run = instance.get_run_by_id(scored.run_id)
+        return run if run is not None and run.status in ended else None
+
+    wait_for("the scoring run to end", finished, 120, stack)
     print(f"\nautomation: shift scored {time.monotonic() - began:.0f} s after the upload")
     return {"scored": scored, "sensors": sensors}
