@@ -6,6 +6,8 @@ needed in production, where the real S3 (or MinIO) endpoint is configured instea
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -29,18 +31,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, name: str) -> None:
-    """Return once ``port`` accepts connections; raise :class:`ServiceError` if ``process``
-    exits or ``timeout_s`` passes first."""
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited: a zombie (exited, not yet reaped by
+    its parent) counts as gone; someone else's process (no permission to signal) as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def wait_for_port(port: int, pid: int, timeout_s: float, name: str, hint: str = "") -> None:
+    """Return once ``port`` on 127.0.0.1 accepts connections; raise :class:`ServiceError` if
+    process ``pid`` exits or ``timeout_s`` passes first (``hint``, e.g. "see <log>", is added
+    to the message)."""
+    suffix = f"; {hint}" if hint else ""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with socket.create_connection((HOST, port), timeout=1):
                 return
         except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise ServiceError(f"{name} did not start on {HOST}:{port}") from None
+            if not process_alive(pid):
+                raise ServiceError(
+                    f"{name} exited before listening on {HOST}:{port}{suffix}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{name} did not listen on {HOST}:{port} in {timeout_s:.0f} s{suffix}"
+                ) from None
             time.sleep(0.2)
 
 
@@ -59,7 +83,7 @@ def moto_server(timeout_s: float = 30.0) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port, process, timeout_s, "moto_server")
+        wait_for_port(port, process.pid, timeout_s, "moto_server")
         yield f"http://{HOST}:{port}"
     finally:
         process.terminate()

@@ -43,7 +43,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqganodip_pipeline.local_services import HOST, ServiceError, free_port
+from vqganodip_pipeline.local_services import (
+    HOST,
+    ServiceError,
+    free_port,
+    process_alive,
+    wait_for_port,
+)
 
 MARKER = "VQGANODIP_STACK"
 LOCATION = "vqganodip_pipeline"
@@ -236,42 +242,10 @@ def _spawn(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) 
     return process.pid
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def _reap(pid: int) -> None:
     # a child of this very process (``up`` followed by ``down`` in one process, the tests)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _wait_port(port: int, pid: int, timeout_s: float, name: str, log: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((HOST, port), timeout=1):
-                return
-        except OSError:
-            if not _alive(pid):
-                raise ServiceError(f"{name} exited; see {log}") from None
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"{name} did not listen on {HOST}:{port} in {timeout_s:.0f} s"
-                ) from None
-            time.sleep(0.2)
 
 
 def _as_postgres_user() -> dict[str, Any]:
@@ -502,7 +476,7 @@ def start(
     try:
         _start_postgres(stack, env, durable, timeout_s)
         pid = _spawn(stack, "s3", [_bin("moto_server"), "-H", HOST, "-p", str(stack.s3_port)], env)
-        _wait_port(stack.s3_port, pid, timeout_s, "moto_server", logs / "s3.log")
+        wait_for_port(stack.s3_port, pid, timeout_s, "moto_server", f"see {logs / 's3.log'}")
         _create_bucket(stack)
         pid = _spawn(
             stack,
@@ -522,7 +496,9 @@ def start(
             ],
             env,
         )
-        _wait_port(stack.grpc_port, pid, timeout_s, "dagster api grpc", logs / "grpc.log")
+        wait_for_port(
+            stack.grpc_port, pid, timeout_s, "dagster api grpc", f"see {logs / 'grpc.log'}"
+        )
         workspace = str(path / "workspace.yaml")
         pid = _spawn(
             stack,
@@ -538,8 +514,12 @@ def start(
             ],
             env,
         )
-        _wait_port(
-            stack.webserver_port, pid, timeout_s, "dagster-webserver", logs / "webserver.log"
+        wait_for_port(
+            stack.webserver_port,
+            pid,
+            timeout_s,
+            "dagster-webserver",
+            f"see {logs / 'webserver.log'}",
         )
         _wait_location_loaded(stack, timeout_s)
         _spawn(stack, "daemon", [_bin("dagster-daemon"), "run", "-w", workspace], env)
@@ -571,7 +551,9 @@ def _marked_processes(root: Path) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if wanted in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
+            if wanted in (entry / "environ").read_bytes().split(b"\0") and process_alive(
+                int(entry.name)
+            ):
                 found.append(int(entry.name))
     return found
 
@@ -588,7 +570,7 @@ def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     while True:
         for pid in pids:
             _reap(pid)
-        left = [pid for pid in pids if _alive(pid)]
+        left = [pid for pid in pids if process_alive(pid)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -630,7 +612,7 @@ def stop(root: str | Path = DEFAULT_ROOT, timeout_s: float = 20.0) -> list[str]:
             continue
         pid = int(pid_file.read_text() or 0)
         # a stale pid file (after a reboot) may name someone else's process: only ours
-        if pid > 0 and _alive(pid) and _carries_marker(pid, path):
+        if pid > 0 and process_alive(pid) and _carries_marker(pid, path):
             stopped.append(name)
             if name == "postgres":
                 _stop_postgres(path, timeout_s)
@@ -657,7 +639,7 @@ def running(root: str | Path = DEFAULT_ROOT) -> dict[str, bool]:
     state = {}
     for name in SERVICES:
         pid_file = _pid_file(path, name)
-        state[name] = pid_file.exists() and _alive(int(pid_file.read_text() or 0))
+        state[name] = pid_file.exists() and process_alive(int(pid_file.read_text() or 0))
     return state
 
 

@@ -28,6 +28,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from vqganodip_pipeline.defs.policies import INTERRUPTED, stops_on_interrupt
 from vqganodip_pipeline.defs.storage import POINTER, StorageLocation, io_managers
 from vqganodip_pipeline.hashing import sha256_hex
+from vqganodip_pipeline.local_services import process_alive
 from vqganodip_pipeline_tests.defs.test_storage_integrity import table, total
 
 # ---- storage that goes away ---------------------------------------------------------------
@@ -329,14 +330,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_sigterm_stops_evaluate_with_its_workers(tmp_path: Path) -> None:
     from vqganodip_pipeline.data.synthetic import write_mvtec_dataset
@@ -379,7 +372,7 @@ def test_sigterm_stops_evaluate_with_its_workers(tmp_path: Path) -> None:
     assert rc == 130, text[-2000:]
     assert "interrupted" in text and "job evaluate_model" not in text  # no later job started
     time.sleep(2)
-    assert [pid for pid in workers if _alive(pid)] == []
+    assert [pid for pid in workers if process_alive(pid)] == []
     assert not (tmp_path / "out" / "report.json").exists()
 
 
@@ -412,11 +405,11 @@ def test_search_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None
         while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         workers = [int(p.name) for p in marks.iterdir()]
-        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        assert len(workers) == 2 and all(process_alive(pid) for pid in workers)
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert [pid for pid in workers if _alive(pid)] == []
+    assert [pid for pid in workers if process_alive(pid)] == []

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import dagster as dg
 
 from vqganodip_pipeline.defs.policies import INTERRUPTED
+from vqganodip_pipeline.local_services import process_alive
 
 
 def prepare_instance_home(path: str | Path) -> Path:
@@ -47,16 +48,6 @@ def execute_job(
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the in-process runs of this host whose process is gone (killed with SIGKILL,
     power lost) and free the pool slots they held. Without it the ``vqganodip_torch`` slot of
@@ -70,7 +61,7 @@ def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in records:
         run = record.dagster_run
         pid = int(run.tags.get(PID_TAG, "0") or 0)
-        if pid <= 0 or pid == os.getpid() or _alive(pid):
+        if pid <= 0 or pid == os.getpid() or process_alive(pid):
             continue
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         instance.report_run_failed(
