@@ -66,10 +66,12 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
     from vqganodip_pipeline.metrics.table import image_metrics
     from vqganodip_pipeline.model.config import vqgan_preset
     from vqganodip_pipeline.model.reconstruct import reconstruct
+    from vqganodip_pipeline.model.tensors import images_to_tensor
     from vqganodip_pipeline.model.vqgan import build_discriminator, build_vqgan
     from vqganodip_pipeline.pipeline import (
         build_backbone,
         compute_normal_variation,
+        metric_rows,
         reconstruction_frame,
     )
     from vqganodip_pipeline.presets import get_preset
@@ -97,32 +99,27 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
     )
     fit_s = time.perf_counter() - start
     assert normal.memory is not None
-    bank = torch.from_numpy(normal.memory.bank)
 
     def end_to_end(data: bytes, name: str) -> dict[str, Any]:
+        # the production path: decode, reconstruct, then pipeline.metric_rows
         pixels = decode_image(data, name).pixels[None]
         result = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
-        outputs = reconstruction_frame(result).iloc[0]
-        features = image_features(backbone, pixels[0], result.x_hat[0])
-        row = image_metrics(
-            pixels[0],
-            result.x_hat[0],
-            features,
-            {k: float(v) for k, v in outputs.items() if np.isfinite(float(v))},
-            normal,
-            config,
+        records, _ = metric_rows(
+            pd.DataFrame({"image_id": [name]}),
+            pixels,
+            result.x_hat,
+            reconstruction_frame(result),
+            backbone,
+            normal=normal,
+            config=config,
         )
-        return row.metrics
+        return records[0]
 
     def peer(data: bytes, name: str) -> float:
-        from vqganodip_pipeline.localize.nearest_neighbour import embed, nearest_distances
-        from vqganodip_pipeline.model.tensors import images_to_tensor
-
         pixels = decode_image(data, name).pixels[None]
         with torch.no_grad():
-            embedding, _ = embed(backbone.feature_maps(images_to_tensor(pixels)), backbone.strides)
-        queries = embedding[0].reshape(embedding.shape[1], -1).T
-        return float(nearest_distances(queries, bank).max())
+            maps = backbone.feature_maps(images_to_tensor(pixels))
+        return float(normal.memory.distance_map([m[0] for m in maps], backbone.name).max())
 
     # a classifier to score with, fitted on rows of normal and defective units
     defects = ("missing", "solder_bridge", "scratch", "foreign_particle")
