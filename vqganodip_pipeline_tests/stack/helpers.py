@@ -47,9 +47,15 @@ def upload_batches(stack: Stack, local: Path) -> None:
         client.put_object(Bucket=stack.bucket, Key=f"{prefix}/{batch}/_READY", Body=b"")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, stack: Stack) -> T:
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout_s: float,
+    stack: Stack,
+    detail: Callable[[], str] | None = None,
+) -> T:
     """Poll ``probe`` every 2 s until it returns something truthy; fail with the daemon's last
-    log lines after ``timeout_s``."""
+    log lines (and ``detail()``, e.g. a run's last events) after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = probe()
@@ -57,7 +63,8 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, stack: 
             return found
         time.sleep(2)
     log = (stack.path / "logs" / "daemon.log").read_text(errors="replace")[-4000:]
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}; daemon log:\n{log}")
+    extra = f"\n{detail()}" if detail is not None else ""
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}; daemon log:\n{log}{extra}")
 
 
 def sensor_selector(name: str) -> dict[str, str]:

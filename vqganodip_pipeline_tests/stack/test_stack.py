@@ -136,7 +136,16 @@ def test_a_run_cancelled_through_graphql_stops_by_the_interrupt_path_and_frees_i
         run = instance.get_run_by_id(run_id)
         return run if run is not None and run.status in ended else None
 
-    run = wait_for("the cancelled run to end", finished, 120, stack)
+    def run_events() -> str:
+        events = instance.all_logs(run_id)[-15:]
+        return "run events:\n" + "\n".join(
+            f"{e.step_key or '-'}: {e.dagster_event_type}: {(e.user_message or '')[:160]}"
+            for e in events
+        )
+
+    # the step sees the interrupt when control returns to Python; seen here: a few s alone,
+    # over 120 s once after the whole suite had loaded the machine
+    run = wait_for("the cancelled run to end", finished, 300, stack, run_events)
     assert run.status == dg.DagsterRunStatus.CANCELED
     failures = [
         e
