@@ -25,6 +25,7 @@ from vqganodip_pipeline_tests.stack.helpers import (
     SENSORS,
     latest,
     sensor_ticks,
+    skip_or_fail,
     start_sensor,
     upload_batches,
     wait_for,
@@ -54,7 +55,7 @@ def _ports_free(ports: list[int]) -> list[int]:
 @pytest.fixture(scope="package")
 def stack() -> Iterator[stack_module.Stack]:
     if stack_module.postgres_bin_dir() is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install -y postgresql)")
+        skip_or_fail("PostgreSQL server binaries not found (apt-get install -y postgresql)")
     # under /tmp, not pytest's 0700 tmp folder: PostgreSQL runs as its own user when root
     root = Path(tempfile.mkdtemp(prefix="vqganodip-stack-"))
     began = time.monotonic()

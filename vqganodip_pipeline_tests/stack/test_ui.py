@@ -18,7 +18,7 @@ import pytest
 
 from vqganodip_pipeline.demo import PRODUCTION_BATCH
 from vqganodip_pipeline.stack import Stack
-from vqganodip_pipeline_tests.stack.helpers import latest
+from vqganodip_pipeline_tests.stack.helpers import latest, skip_or_fail
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(
@@ -36,8 +36,11 @@ def page(stack: Stack, automated: dict[str, Any]) -> Iterator[Any]:
     """One headless chromium page on the stack's webserver, after the automation ran."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[stack]'")
+        skip_or_fail("chromium not installed (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        skip_or_fail("playwright not installed (pip install -e '.[stack]')")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
