@@ -47,6 +47,7 @@ from vqganodip_pipeline.scoring.search import (
     SearchResult,
     fitting_environment,
     out_of_fold_scores,
+    preprocessing_cache,
     search_classifier,
 )
 from vqganodip_pipeline.scoring.splits import Split, check_classes, restrict, stratified_folds
@@ -102,36 +103,39 @@ def calibrate_candidates(
     )
     candidates: list[Candidate] = []
     start = time.perf_counter()
-    for done, (code, spec) in enumerate(specs.items(), start=1):
-        try:
-            search = search_classifier(spec, X, y, splits, config, smote_cv)
-            oof = out_of_fold_scores(spec, search.best_params, X, y, splits, config, smote_cv)
-        except ClassifierFitError as error:
-            log.warning("%s: skipping %s: %s", stage, code, error)
-            continue
-        threshold = zfn_threshold(oof, y, margin)
-        candidates.append(
-            Candidate(
-                code=code,
-                spec=spec,
-                search=search,
-                oof_scores=oof,
-                threshold=threshold,
-                oof_metrics=metrics_row(oof, y, threshold),
-                smote=smote_full,
-            )
-        )
-        if progress is not None:
-            progress(
-                SearchProgress(
-                    stage=stage,
-                    classifier=code,
-                    done=done,
-                    total=len(specs),
-                    best_score=search.best_score,
-                    elapsed_s=time.perf_counter() - start,
+    with preprocessing_cache(config) as memory:
+        for done, (code, spec) in enumerate(specs.items(), start=1):
+            try:
+                search = search_classifier(spec, X, y, splits, config, smote_cv, memory)
+                oof = out_of_fold_scores(
+                    spec, search.best_params, X, y, splits, config, smote_cv, memory
+                )
+            except ClassifierFitError as error:
+                log.warning("%s: skipping %s: %s", stage, code, error)
+                continue
+            threshold = zfn_threshold(oof, y, margin)
+            candidates.append(
+                Candidate(
+                    code=code,
+                    spec=spec,
+                    search=search,
+                    oof_scores=oof,
+                    threshold=threshold,
+                    oof_metrics=metrics_row(oof, y, threshold),
+                    smote=smote_full,
                 )
             )
+            if progress is not None:
+                progress(
+                    SearchProgress(
+                        stage=stage,
+                        classifier=code,
+                        done=done,
+                        total=len(specs),
+                        best_score=search.best_score,
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
     if not candidates:
         raise ClassifierFitError(
             f"no classifier of {list(specs)} could be fitted on {len(y)} rows ({stage})"

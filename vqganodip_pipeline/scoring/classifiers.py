@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
+from joblib import Memory
 from lightgbm import LGBMClassifier
 from scipy.stats import loguniform, randint, uniform
 from sklearn.base import BaseEstimator
@@ -361,8 +362,10 @@ def build_pipeline(
     correlation_threshold: float | None = 0.95,
     params: Mapping[str, Any] | None = None,
     max_features: int | str | None = None,
+    memory: Memory | None = None,
 ) -> Pipeline:
-    """``MetricPreprocessor -> [SMOTE] -> classifier`` with classifier ``params`` applied."""
+    """``MetricPreprocessor -> [SMOTE] -> classifier`` with classifier ``params`` applied;
+    ``memory`` caches the fitted preprocessing and SMOTE steps (imblearn's ``Pipeline``)."""
     preprocess = MetricPreprocessor(
         correlation_threshold=correlation_threshold, max_features=max_features
     )
@@ -382,4 +385,4 @@ def build_pipeline(
     if params:
         classifier.set_params(**dict(params))
     steps.append((CLASSIFIER_STEP, classifier))
-    return Pipeline(steps)
+    return Pipeline(steps, memory=memory)

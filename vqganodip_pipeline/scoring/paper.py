@@ -32,6 +32,7 @@ from vqganodip_pipeline.scoring.search import (
     SearchProgress,
     SearchResult,
     out_of_fold_scores,
+    preprocessing_cache,
     search_classifier,
 )
 from vqganodip_pipeline.scoring.splits import Split, leave_one_out, stratified_folds
@@ -100,42 +101,45 @@ def run_paper_protocol(
     searches: dict[str, SearchResult] = {}
     timings: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
-    for done, (code, spec) in enumerate(specs.items(), start=1):
-        try:
-            search = search_classifier(spec, X, y, cv_splits, config, smote_cv)
-            loo_start = time.perf_counter()
-            loo = out_of_fold_scores(spec, search.best_params, X, y, loo_splits, config, smote_loo)
-        except ClassifierFitError as error:
-            log.warning("paper protocol: skipping %s: %s", code, error)
-            continue
-        loo_s = time.perf_counter() - loo_start
-        threshold = zfn_threshold(loo, y)
-        row: dict[str, object] = {"classifier": code, "name": spec.name}
-        row.update(metrics_row(loo, y, threshold))
-        row.update(
-            {
-                "cv_accuracy": search.best_score,
-                "best_params": params_json(search.best_params),
-                "failed_candidates": search.n_failed,
-                "search_s": search.elapsed_s,
-                "loo_s": loo_s,
-            }
-        )
-        rows.append(row)
-        scores[code] = loo
-        searches[code] = search
-        timings[code] = {"search_s": search.elapsed_s, "loo_s": loo_s}
-        if progress is not None:
-            progress(
-                SearchProgress(
-                    stage="paper",
-                    classifier=code,
-                    done=done,
-                    total=len(specs),
-                    best_score=search.best_score,
-                    elapsed_s=time.perf_counter() - start,
+    with preprocessing_cache(config) as memory:
+        for done, (code, spec) in enumerate(specs.items(), start=1):
+            try:
+                search = search_classifier(spec, X, y, cv_splits, config, smote_cv, memory)
+                loo_start = time.perf_counter()
+                loo = out_of_fold_scores(
+                    spec, search.best_params, X, y, loo_splits, config, smote_loo, memory
                 )
+            except ClassifierFitError as error:
+                log.warning("paper protocol: skipping %s: %s", code, error)
+                continue
+            loo_s = time.perf_counter() - loo_start
+            threshold = zfn_threshold(loo, y)
+            row: dict[str, object] = {"classifier": code, "name": spec.name}
+            row.update(metrics_row(loo, y, threshold))
+            row.update(
+                {
+                    "cv_accuracy": search.best_score,
+                    "best_params": params_json(search.best_params),
+                    "failed_candidates": search.n_failed,
+                    "search_s": search.elapsed_s,
+                    "loo_s": loo_s,
+                }
             )
+            rows.append(row)
+            scores[code] = loo
+            searches[code] = search
+            timings[code] = {"search_s": search.elapsed_s, "loo_s": loo_s}
+            if progress is not None:
+                progress(
+                    SearchProgress(
+                        stage="paper",
+                        classifier=code,
+                        done=done,
+                        total=len(specs),
+                        best_score=search.best_score,
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
     if not rows:
         raise ClassifierFitError(f"no classifier of {list(specs)} could be fitted on {len(y)} rows")
     leaderboard = rank_leaderboard(rows)

@@ -217,3 +217,36 @@ def test_release_parallel_workers_leaves_no_worker_process_behind() -> None:
     while children() - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not children() - before
+
+
+def test_preprocessing_is_fitted_once_per_fold_and_changes_no_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = training_table(make_metric_table(n_normal=30, n_abnormal=12, n_noise=5))
+    splits = stratified_folds(table.y, None, 3, seed=0)
+    specs = {code: classifier_registry(max_estimators=5)[code] for code in ("lr", "rf")}
+    fits: list[int] = []
+    original = MetricPreprocessor.fit
+
+    def counted(self: MetricPreprocessor, X: object, y: object = None) -> MetricPreprocessor:
+        fits.append(len(np.asarray(X)))
+        return original(self, X, y)
+
+    monkeypatch.setattr(MetricPreprocessor, "fit", counted)
+    results = {}
+    for cache in (False, True):
+        fits.clear()
+        config = SearchConfig(
+            n_iter=3, n_splits=3, n_jobs=1, max_features="auto", cache_preprocessing=cache
+        )
+        results[cache] = (calibrate_candidates(specs, table.X, table.y, splits, config), len(fits))
+    (plain, plain_fits), (cached, cached_fits) = results[False], results[True]
+    # 2 classifiers x (3 candidates + 1 out-of-fold pass) x 3 folds, against once per fold
+    assert plain_fits == 2 * (3 + 1) * 3 and cached_fits == len(splits)
+    for a, b in zip(plain, cached, strict=True):
+        assert a.code == b.code and a.params == b.params
+        np.testing.assert_array_equal(
+            a.search.cv_results["mean_test_score"], b.search.cv_results["mean_test_score"]
+        )
+        np.testing.assert_array_equal(a.oof_scores, b.oof_scores)
+        assert a.threshold == b.threshold
