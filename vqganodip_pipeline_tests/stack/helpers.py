@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import boto3
 import dagster as dg
@@ -24,7 +24,7 @@ SENSORS = ("batch_inbox_sensor", "vqganodip_automation")
 REQUIRE_STACK = "VQGANODIP_REQUIRE_STACK"
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skip the calling test with ``reason``, or fail it when ``VQGANODIP_REQUIRE_STACK=1``."""
     if os.environ.get(REQUIRE_STACK) == "1":
         pytest.fail(f"{reason}; {REQUIRE_STACK}=1 requires the stack tests to run")

@@ -5,6 +5,7 @@ same way, and the compose file is checked for the services and variables the top
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 from vqganodip_pipeline.stack import DB_NAME, DB_USER, Stack, dagster_yaml, workspace_yaml
+from vqganodip_pipeline_tests.stack.helpers import skip_or_fail
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -72,7 +74,8 @@ def _home(tmp_path: Path, text: str) -> Path:
 def test_docker_dagster_yaml_loads_an_instance_on_postgres(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("dagster_docker", reason="dagster-docker not installed (.[docker])")
+    if importlib.util.find_spec("dagster_docker") is None:
+        skip_or_fail("dagster-docker not installed (pip install -e '.[docker]')")
     values = {
         "DAGSTER_POSTGRES_USER": DB_USER,
         "DAGSTER_POSTGRES_PASSWORD": stack.pg_password,
