@@ -1,6 +1,8 @@
 """Metric tables: ``training_metrics`` for the classifier set and holdout, and per batch the
 reconstructions, the selected patches and the metric table."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -15,8 +17,8 @@ from vqganodip_pipeline.defs.policies import COMPUTE_RETRY, TORCH_POOL, stops_on
 from vqganodip_pipeline.defs.release import Release
 from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
-from vqganodip_pipeline.defs.storage import StorageLocation
-from vqganodip_pipeline.hashing import hash_arrays, hash_frame
+from vqganodip_pipeline.defs.storage import StorageLocation, read_verified, store_part
+from vqganodip_pipeline.hashing import hash_frame, hash_strings
 from vqganodip_pipeline.localize.mask import NormalVariation
 from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload
 from vqganodip_pipeline.model.reconstruct import reconstruct
@@ -29,7 +31,7 @@ from vqganodip_pipeline.pipeline import (
 )
 from vqganodip_pipeline.scoring.baselines import single_metric_auroc
 from vqganodip_pipeline.scoring.table import metric_columns
-from vqganodip_pipeline.serialization import bytes_to_checkpoint, npz_to_arrays
+from vqganodip_pipeline.serialization import arrays_to_npz, bytes_to_checkpoint, npz_to_arrays
 from vqganodip_pipeline.viz import draw_boxes
 from vqganodip_pipeline.workflow.progress import Throughput
 from vqganodip_pipeline.workflow.roles import ground_truth_masks, role_rows
@@ -146,8 +148,14 @@ def training_metrics(
     )
 
 
+def reconstruction_parts_folder(context: dg.AssetExecutionContext) -> str:
+    """Where a shift's reconstruction parts are stored, relative to the storage base: beside
+    the asset's own versions (``<asset key>/<partition>/parts``)."""
+    return "/".join([*context.asset_key.path, context.partition_key, "parts"])
+
+
 @dg.asset(
-    io_manager_key="array_io_manager",
+    io_manager_key="json_io_manager",
     partitions_def=shift_partitions,
     group_name="production",
     pool=TORCH_POOL,
@@ -161,9 +169,11 @@ def batch_reconstructions(
     settings: PipelineSettings,
     inbox: BatchInbox,
     storage: StorageLocation,
-) -> dg.Output[dict[str, np.ndarray]]:
+) -> dg.Output[dict]:
     """x_hat of every readable image of the shift by the released VQGAN, with the model's
-    per-image outputs."""
+    per-image outputs, stored one reconstruction batch at a time as content-addressed ``.npz``
+    parts: the value is the list of parts (path, digest, image ids), so memory stays bounded
+    by one batch however large the shift."""
     preset = settings.get_preset()
     if len(batch_images) == 0:
         raise dg.Failure(f"batch {context.partition_key}: no readable images to reconstruct")
@@ -172,11 +182,13 @@ def batch_reconstructions(
     checkpoint = checkpoint_from_payload(
         bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint"))
     )
-    parts, outputs = [], []
+    folder = reconstruction_parts_folder(context)
+    parts: list[dict] = []
+    mse_sum = 0.0
     throughput = Throughput(
         f"batch_reconstructions[{context.partition_key}]", len(batch_images), context.log.info
     )
-    for _, images in iter_image_batches(
+    for rows, images in iter_image_batches(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
     ):
         result = reconstruct(
@@ -185,25 +197,51 @@ def batch_reconstructions(
             batch_size=preset.batch_size,
             discriminator=checkpoint.discriminator,
         )
-        parts.append(result.x_hat)
-        outputs.append(reconstruction_frame(result))
+        frame = reconstruction_frame(result)
+        ids = rows["image_id"].to_numpy(dtype=str)
+        arrays = {
+            "image_id": ids,
+            "x_hat": result.x_hat,
+            **{f"output_{c}": frame[c].to_numpy(np.float64) for c in frame.columns},
+        }
+        stored = store_part(storage, folder, arrays_to_npz(arrays), ".npz")
+        parts.append({**stored, "image_ids": ids.tolist()})
+        mse_sum += float(frame["mse"].sum())
         throughput.update(len(images))
-    frame = pd.concat(outputs, ignore_index=True)
-    arrays = {
-        "image_id": batch_images["image_id"].to_numpy(dtype=str),
-        "x_hat": np.concatenate(parts),
-        **{f"output_{c}": frame[c].to_numpy(np.float64) for c in frame.columns},
-    }
+    value = {"images": len(batch_images), "release_id": release.release_id, "parts": parts}
     return dg.Output(
-        arrays,
-        data_version=dg.DataVersion(hash_arrays(arrays)[:16]),
+        value,
+        data_version=dg.DataVersion(hash_strings(part["digest"] for part in parts)[:16]),
         metadata={
             "images": len(batch_images),
+            "parts": len(parts),
             "images_per_second": throughput.images_per_second,
-            "mean_mse": float(frame["mse"].mean()),
+            "mean_mse": mse_sum / len(batch_images),
             "release_id": release.release_id,
         },
     )
+
+
+def iter_reconstructions(
+    value: dict, batch_images: pd.DataFrame, storage: StorageLocation
+) -> Iterator[tuple[pd.DataFrame, dict[str, np.ndarray]]]:
+    """(rows of ``batch_images``, their stored reconstruction part) one part at a time, each
+    part's digest verified and its image ids checked against the rows (in order)."""
+    ids = batch_images["image_id"].astype(str).tolist()
+    stored_ids = [image_id for part in value["parts"] for image_id in part["image_ids"]]
+    if stored_ids != ids:
+        raise dg.Failure("batch_reconstructions does not match batch_images: rematerialize it")
+    position = 0
+    for part in value["parts"]:
+        arrays = npz_to_arrays(read_verified(storage, part["path"], part["digest"]))
+        rows = batch_images.iloc[position : position + len(part["image_ids"])]
+        if arrays["image_id"].tolist() != rows["image_id"].astype(str).tolist():
+            raise dg.Failure(
+                f"{part['path']}: its images are not the ones batch_reconstructions lists for "
+                "them: rematerialize batch_reconstructions"
+            )
+        position += len(rows)
+        yield rows, arrays
 
 
 @dg.multi_asset(
@@ -235,48 +273,33 @@ def batch_metrics(
     """GanoDIP localisation and the metric table of the shift's reconstructed images, with the
     released checkpoint, mask and statistics."""
     preset = settings.get_preset()
-    stored_ids = list(batch_reconstructions["image_id"])
-    if stored_ids != list(batch_images["image_id"]):
-        raise dg.Failure("batch_reconstructions does not match batch_images: rematerialize it")
     release = Release(released_model, storage)
     weighting_mask = npz_to_arrays(release.stored_bytes("weighting_mask"))
     _, choice = model_bundle(
         bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint")), settings
     )
     context.log.info(f"perceptual backbone: {choice.note}")
-    outputs = pd.DataFrame(
-        {
-            key.removeprefix("output_"): value
-            for key, value in batch_reconstructions.items()
-            if key.startswith("output_")
-        }
-    )
     records, patch_frames = [], []
     seconds: dict[str, float] = {}
-    masks = ground_truth_masks(batch_images, preset.image_size, inbox.storage_options())
-    position = 0
     throughput = Throughput(
         f"batch_metrics[{context.partition_key}]", len(batch_images), context.log.info
     )
-    for rows, images in iter_image_batches(
-        batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
-    ):
-        span = slice(position, position + len(rows))
+    for rows, part in iter_reconstructions(batch_reconstructions, batch_images, storage):
+        outputs = {k.removeprefix("output_"): v for k, v in part.items() if k.startswith("output_")}
         new_records, new_patches = metric_rows(
             rows,
-            images,
-            batch_reconstructions["x_hat"][span],
-            outputs.iloc[span].reset_index(drop=True),
+            load_images(rows, preset.image_size, inbox.storage_options()),
+            part["x_hat"],
+            pd.DataFrame(outputs),
             choice.backbone,
             normal=normal_of(weighting_mask),
             config=settings.localize_config(),
             golden=weighting_mask.get("golden"),
-            masks=masks,
+            masks=ground_truth_masks(rows, preset.image_size, inbox.storage_options()),
             seconds=seconds,
         )
         records += new_records
         patch_frames += new_patches
-        position += len(rows)
         throughput.update(len(rows))
     metrics, patches = assemble_table(records, patch_frames)
     yield dg.Output(

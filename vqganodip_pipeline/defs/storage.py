@@ -81,6 +81,56 @@ class StorageLocation(dg.ConfigurableResource):
         return UPath(os.path.abspath(self.base_path))
 
 
+def write_atomic(target: UPath, data: bytes) -> None:
+    """Write ``data`` to ``target`` all at once or not at all: on a local disk through a
+    staging file that is fsynced, renamed over the target and removed on any error, then
+    the folder fsynced (so a power cut leaves the old file or the new one, never half)."""
+    if target.protocol not in ("", "file", "local"):
+        target.write_bytes(data)  # object stores publish a PUT atomically
+        return
+    staging = Path(target.path).with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, target.path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    folder = os.open(os.path.dirname(target.path), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def holds(target: UPath, digest: str) -> bool:
+    """Whether ``target`` exists with exactly the content its name promises."""
+    try:
+        return sha256_hex(target.read_bytes())[:DIGEST_CHARS] == digest
+    except FileNotFoundError:
+        return False
+
+
+def store_part(location: StorageLocation, folder: str, data: bytes, suffix: str) -> dict[str, str]:
+    """Store ``data`` as the content-addressed file ``<folder>/<sha256[:16]><suffix>`` under
+    ``location`` (atomically; a file already holding these bytes is kept, a damaged one is
+    rewritten) and return ``{"path": <relative to the base>, "digest": ...}``, what
+    :func:`read_verified` needs to read it back. For values too large to hold at once: an asset
+    stores its parts as they are computed and returns the small list of their names."""
+    parts = folder.split("/")
+    if not folder or folder.startswith("/") or ".." in parts:
+        raise StoredFileError(f"{folder!r}: not a folder inside the storage")
+    digest = sha256_hex(data)[:DIGEST_CHARS]
+    target_folder = location.upath() / folder
+    target_folder.mkdir(parents=True, exist_ok=True)
+    target = target_folder / f"{digest}{suffix}"
+    if not holds(target, digest):
+        write_atomic(target, data)
+    return {"path": f"{folder.strip('/')}/{target.name}", "digest": digest}
+
+
 class VersionedIOManager(UPathIOManager):
     """Writes each value to a new content-addressed file and moves a ``LATEST`` pointer."""
 
@@ -101,45 +151,15 @@ class VersionedIOManager(UPathIOManager):
         # (run id, step key) of a reader -> {pointer folder: file} of the commits it loaded from
         self._pins: dict[tuple[str, str], dict[str, str]] = {}
 
-    def _write_atomic(self, target: UPath, data: bytes) -> None:
-        """Write ``data`` to ``target`` all at once or not at all: on a local disk through a
-        staging file that is fsynced, renamed over the target and removed on any error, then
-        the folder fsynced (so a power cut leaves the old file or the new one, never half)."""
-        if target.protocol not in ("", "file", "local"):
-            target.write_bytes(data)  # object stores publish a PUT atomically
-            return
-        staging = Path(target.path).with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(staging, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(staging, target.path)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
-        folder = os.open(os.path.dirname(target.path), os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-    def _holds(self, target: UPath, digest: str) -> bool:
-        """Whether ``target`` exists with exactly the content its name promises."""
-        try:
-            return sha256_hex(target.read_bytes())[:DIGEST_CHARS] == digest
-        except FileNotFoundError:
-            return False
-
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         data = self._serialize(obj)
         digest = sha256_hex(data)[:DIGEST_CHARS]
         path.mkdir(parents=True, exist_ok=True)
         target = path / f"{digest}{self.suffix}"
-        if not self._holds(target, digest):
+        if not holds(target, digest):
             if target.exists():  # damaged (e.g. truncated): rewritten from the value at hand
                 context.log.warning(f"{target}: stored bytes do not match its name; rewritten")
-            self._write_atomic(target, data)
+            write_atomic(target, data)
         self._commit(context, path, target)
         context.add_output_metadata(
             {
@@ -157,12 +177,12 @@ class VersionedIOManager(UPathIOManager):
         outputs = sorted(step.selected_output_names)
         if len(outputs) <= 1:
             with self._locked([path]):
-                self._write_atomic(path / POINTER, f"{target.name}\n".encode())
+                write_atomic(path / POINTER, f"{target.name}\n".encode())
             return
         staging = self._base_path / STAGED / context.run_id / step.step.key
         staging.mkdir(parents=True, exist_ok=True)
         record = {"folder": self.relative_path(path), "file": target.name}
-        self._write_atomic(staging / f"{context.name}.json", json.dumps(record).encode())
+        write_atomic(staging / f"{context.name}.json", json.dumps(record).encode())
         staged = {name: staging / f"{name}.json" for name in outputs}
         if not all(file.exists() for file in staged.values()):
             return  # the step's other outputs are still to come
@@ -175,7 +195,7 @@ class VersionedIOManager(UPathIOManager):
                     for other in entries
                     if other is not entry
                 )
-                self._write_atomic(folder / POINTER, f"{entry['file']}\n{siblings}".encode())
+                write_atomic(folder / POINTER, f"{entry['file']}\n{siblings}".encode())
         for file in staged.values():
             file.unlink()
         with contextlib.suppress(OSError, NotImplementedError):  # object stores have no folders

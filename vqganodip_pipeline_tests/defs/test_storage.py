@@ -235,3 +235,41 @@ def test_inbox_on_s3_sees_folders_that_arrive_between_ticks(
     before = inbox.inspect("shift-2").fingerprint
     upload("shift-2/c.png", b"z")
     assert inbox.inspect("shift-2").fingerprint != before
+
+
+def test_stored_parts_round_trip_are_never_rewritten_and_are_checked_on_read(
+    tmp_path: Path,
+) -> None:
+    from vqganodip_pipeline.defs.metric_assets import iter_reconstructions
+    from vqganodip_pipeline.defs.storage import StoredFileError, store_part
+    from vqganodip_pipeline.serialization import arrays_to_npz
+
+    location = StorageLocation(base_path=str(tmp_path / "storage"))
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(5)]
+    parts = []
+    for chunk in (ids[:2], ids[2:4], ids[4:]):  # a shift reconstructed two images at a time
+        arrays = {
+            "image_id": np.array(chunk),
+            "x_hat": rng.random((len(chunk), 8, 8, 3), dtype=np.float32),
+            "output_mse": rng.random(len(chunk)),
+        }
+        entry = store_part(location, "recon/shift-1/parts", arrays_to_npz(arrays), ".npz")
+        parts.append({**entry, "image_ids": chunk, "x_hat": arrays["x_hat"]})
+    first = tmp_path / "storage" / parts[0]["path"]
+    stamp = first.stat().st_mtime_ns
+    again = store_part(location, "recon/shift-1/parts", first.read_bytes(), ".npz")
+    assert again["path"] == parts[0]["path"] and first.stat().st_mtime_ns == stamp
+    value = {"parts": [{k: p[k] for k in ("path", "digest", "image_ids")} for p in parts]}
+    images = pd.DataFrame({"image_id": ids, "uri": [f"{i}.png" for i in ids]})
+    streamed = list(iter_reconstructions(value, images, location))
+    assert [rows["image_id"].tolist() for rows, _ in streamed] == [p["image_ids"] for p in parts]
+    for (_, arrays), part in zip(streamed, parts, strict=True):
+        np.testing.assert_array_equal(arrays["x_hat"], part["x_hat"])
+    with pytest.raises(dg.Failure, match="does not match batch_images"):
+        list(iter_reconstructions(value, images.iloc[::-1], location))
+    first.write_bytes(first.read_bytes()[:-1])  # damaged after the asset named it
+    with pytest.raises(StoredFileError, match="does not match"):
+        list(iter_reconstructions(value, images, location))
+    with pytest.raises(StoredFileError, match="not a folder inside"):
+        store_part(location, "../outside", b"x", ".npz")
