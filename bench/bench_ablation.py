@@ -61,13 +61,7 @@ def without(metrics: pd.DataFrame, dropped: tuple[str, ...]) -> pd.DataFrame:
 
 def ablate(metrics: pd.DataFrame, preset_name: str, seed: int) -> list[dict[str, Any]]:
     preset = get_preset(preset_name)
-    search = scoring.SearchConfig(
-        n_iter=preset.search_iterations,
-        n_splits=preset.search_folds,
-        seed=seed,
-        n_jobs=-1,
-        max_features=preset.max_features,
-    )
+    search = preset.search_config(seed)
     present = sorted({family_of(c) for c in metric_columns(metrics)}, key=FAMILIES.index)
     rows = []
     for k in range(len(present), 0, -1):

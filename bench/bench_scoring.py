@@ -203,14 +203,7 @@ def composite_protocol(table: pd.DataFrame, n_jobs: int, seed: int) -> dict[str,
     preset = get_preset("demo")
     runs: dict[str, Any] = {}
     for name, cache in (("reference_refit_every_fit", False), ("cached_once_per_fold", True)):
-        config = SearchConfig(
-            n_iter=preset.search_iterations,
-            n_splits=preset.search_folds,
-            seed=seed,
-            n_jobs=n_jobs,
-            max_features=preset.max_features,
-            cache_preprocessing=cache,
-        )
+        config = preset.search_config(seed, n_jobs=n_jobs, cache_preprocessing=cache)
         start = time.perf_counter()
         outcome = score_metric_table(
             table,

@@ -12,8 +12,10 @@ working resolution, role sizes, GanoDIP parameters and the classifier search bud
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from vqganodip_pipeline.metrics.table import LocalizeConfig
+from vqganodip_pipeline.scoring.search import SearchConfig
 
 PRESET_NAMES = ("tiny", "demo", "paper")
 
@@ -70,6 +72,21 @@ class Preset:
 
     def with_image_size(self, size: int) -> Preset:
         return replace(self, image_size=size)
+
+    def search_config(
+        self, seed: int, n_jobs: int = -1, n_iter: int | None = None, **overrides: Any
+    ) -> SearchConfig:
+        """The classifier search of this preset: ``search_iterations`` candidates (or
+        ``n_iter``), ``search_folds`` folds and ``max_features``, seeded; ``overrides`` are
+        further SearchConfig fields (e.g. ``cache_preprocessing``)."""
+        return SearchConfig(
+            n_iter=n_iter or self.search_iterations,
+            n_splits=self.search_folds,
+            seed=seed,
+            n_jobs=n_jobs,
+            max_features=self.max_features,
+            **overrides,
+        )
 
 
 _PRESETS = {

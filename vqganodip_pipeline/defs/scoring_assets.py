@@ -58,14 +58,7 @@ LEADERBOARD_COLUMNS = (
 
 
 def search_config(settings: PipelineSettings, iterations: int, seed: int) -> SearchConfig:
-    preset = settings.get_preset()
-    return SearchConfig(
-        n_iter=iterations or preset.search_iterations,
-        n_splits=preset.search_folds,
-        seed=seed,
-        n_jobs=-1,
-        max_features=preset.max_features,
-    )
+    return settings.get_preset().search_config(seed, n_iter=iterations or None)
 
 
 def leaderboard_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
