@@ -279,6 +279,7 @@ def batch_metrics(
         bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint")), settings
     )
     context.log.info(f"perceptual backbone: {choice.note}")
+    normal, localize = normal_of(weighting_mask), settings.localize_config()
     records, patch_frames = [], []
     seconds: dict[str, float] = {}
     throughput = Throughput(
@@ -292,8 +293,8 @@ def batch_metrics(
             part["x_hat"],
             pd.DataFrame(outputs),
             choice.backbone,
-            normal=normal_of(weighting_mask),
-            config=settings.localize_config(),
+            normal=normal,
+            config=localize,
             golden=weighting_mask.get("golden"),
             masks=ground_truth_masks(rows, preset.image_size, inbox.storage_options()),
             seconds=seconds,

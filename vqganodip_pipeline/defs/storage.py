@@ -113,21 +113,29 @@ def holds(target: UPath, digest: str) -> bool:
         return False
 
 
+def write_content_addressed(folder: UPath, data: bytes, suffix: str) -> tuple[UPath, str, bool]:
+    """Store ``data`` as ``<folder>/<sha256[:16]><suffix>`` atomically unless that file already
+    holds exactly these bytes; returns (the file, its digest, whether a damaged file of that
+    name was rewritten). Files are never overwritten with other content: the name is it."""
+    digest = sha256_hex(data)[:DIGEST_CHARS]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}{suffix}"
+    if holds(target, digest):
+        return target, digest, False
+    damaged = target.exists()
+    write_atomic(target, data)
+    return target, digest, damaged
+
+
 def store_part(location: StorageLocation, folder: str, data: bytes, suffix: str) -> dict[str, str]:
-    """Store ``data`` as the content-addressed file ``<folder>/<sha256[:16]><suffix>`` under
-    ``location`` (atomically; a file already holding these bytes is kept, a damaged one is
-    rewritten) and return ``{"path": <relative to the base>, "digest": ...}``, what
-    :func:`read_verified` needs to read it back. For values too large to hold at once: an asset
-    stores its parts as they are computed and returns the small list of their names."""
+    """Store ``data`` content-addressed under ``<folder>`` of ``location``
+    (:func:`write_content_addressed`) and return ``{"path": <relative to the base>, "digest":
+    ...}``, what :func:`read_verified` needs to read it back. For values too large to hold at
+    once: an asset stores its parts as they are computed and returns the list of their names."""
     parts = folder.split("/")
     if not folder or folder.startswith("/") or ".." in parts:
         raise StoredFileError(f"{folder!r}: not a folder inside the storage")
-    digest = sha256_hex(data)[:DIGEST_CHARS]
-    target_folder = location.upath() / folder
-    target_folder.mkdir(parents=True, exist_ok=True)
-    target = target_folder / f"{digest}{suffix}"
-    if not holds(target, digest):
-        write_atomic(target, data)
+    target, digest, _ = write_content_addressed(location.upath() / folder, data, suffix)
     return {"path": f"{folder.strip('/')}/{target.name}", "digest": digest}
 
 
@@ -153,13 +161,9 @@ class VersionedIOManager(UPathIOManager):
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         data = self._serialize(obj)
-        digest = sha256_hex(data)[:DIGEST_CHARS]
-        path.mkdir(parents=True, exist_ok=True)
-        target = path / f"{digest}{self.suffix}"
-        if not holds(target, digest):
-            if target.exists():  # damaged (e.g. truncated): rewritten from the value at hand
-                context.log.warning(f"{target}: stored bytes do not match its name; rewritten")
-            write_atomic(target, data)
+        target, digest, damaged = write_content_addressed(path, data, self.suffix)
+        if damaged:  # e.g. truncated: rewritten from the value at hand
+            context.log.warning(f"{target}: stored bytes did not match its name; rewritten")
         self._commit(context, path, target)
         context.add_output_metadata(
             {

@@ -268,8 +268,14 @@ def test_stored_parts_round_trip_are_never_rewritten_and_are_checked_on_read(
         np.testing.assert_array_equal(arrays["x_hat"], part["x_hat"])
     with pytest.raises(dg.Failure, match="does not match batch_images"):
         list(iter_reconstructions(value, images.iloc[::-1], location))
-    first.write_bytes(first.read_bytes()[:-1])  # damaged after the asset named it
+    original = first.read_bytes()
+    first.write_bytes(original[:-1])  # damaged after the asset named it
     with pytest.raises(StoredFileError, match="does not match"):
         list(iter_reconstructions(value, images, location))
+    store_part(location, "recon/shift-1/parts", original, ".npz")  # a rerun repairs it
+    assert (
+        first.read_bytes() == original
+        and len(list(iter_reconstructions(value, images, location))) == 3
+    )
     with pytest.raises(StoredFileError, match="not a folder inside"):
         store_part(location, "../outside", b"x", ".npz")
