@@ -7,6 +7,8 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
+from vqganodip_pipeline.scoring.table import labels_to_y, metric_columns
+from vqganodip_pipeline_tests.scoring.tables import make_metric_table
 
 
 def _constructed(n: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -155,3 +157,21 @@ def test_max_features_auto_keeps_one_metric_per_ten_minority_images() -> None:
     assert few.support_.sum() == 2  # 10 minority images: the floor of two metrics
     with pytest.raises(ValueError, match="'auto'"):
         MetricPreprocessor(max_features="many").fit(X, y)
+
+
+def test_transform_of_the_fitted_columns_equals_the_validated_path_and_checks_values() -> None:
+    table = make_metric_table(n_normal=20, n_abnormal=20, n_noise=4)
+    frame = table[metric_columns(table)].astype(np.float64)
+    y = labels_to_y(table)
+    pre = MetricPreprocessor(max_features=5).fit(frame, y)
+    fast = pre.transform(frame)  # same columns, same order: no per-column validation
+    # scikit-learn's validation path: the same fit on the bare array
+    reference = MetricPreprocessor(max_features=5).fit(frame.to_numpy(), y)
+    reference = reference.transform(frame.to_numpy())
+    np.testing.assert_array_equal(fast, reference)
+    broken = frame.copy()
+    broken.iloc[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pre.transform(broken)
+    with pytest.raises(ValueError, match="feature names"):
+        pre.transform(frame[frame.columns[::-1]])  # reordered: validated, refused by name
