@@ -56,8 +56,12 @@ def test_every_candidate_pipeline_is_made_of_trusted_types_and_round_trips() -> 
     x = pd.DataFrame(rng.normal(size=(60, 5)), columns=[f"m{i}" for i in range(5)])
     y = np.r_[np.zeros(45), np.ones(15)].astype(int)
     seen: set[str] = set()
-    for code, spec in CLASSIFIERS.items():
-        pipeline = build_pipeline(spec, seed=0, smote=SmoteSettings(ratio=0.5, k_neighbors=3))
+    # every classifier with its defaults, and KNN with each distance its search space offers
+    variants = [(code, spec, None) for code, spec in CLASSIFIERS.items()]
+    variants += [("knn", CLASSIFIERS["knn"], {"p": p}) for p in CLASSIFIERS["knn"].space(60)["p"]]
+    for code, spec, params in variants:
+        smote = SmoteSettings(ratio=0.5, k_neighbors=3)
+        pipeline = build_pipeline(spec, seed=0, smote=smote, params=params)
         pipeline.fit(x, y)
         data = sio.dumps(pipeline)
         types = set(sio.get_untrusted_types(data=data))
@@ -88,10 +92,12 @@ def test_bundle_round_trips_exactly_and_deterministically(bundle: dict) -> None:
     pd.testing.assert_frame_equal(outcome.honest_leaderboard, original.honest_leaderboard)
     pd.testing.assert_frame_equal(outcome.paper_leaderboard, original.paper_leaderboard)
     assert outcome.holdout == original.holdout and outcome.shortcut == original.shortcut
-    # the shipped model inside the outcome is the same fitted pipeline, stored once
-    assert outcome.shipped.pipeline is model.pipeline
+    # the shipped model inside the outcome holds the same fitted pipelines, each stored once
+    members = zip(outcome.shipped.pipeline.members, model.pipeline.members, strict=True)
+    assert all(a is b for a, b in members)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert [n for n in archive.namelist() if n.endswith(".skops")] == ["estimators/0.skops"]
+        stored = [n for n in archive.namelist() if n.endswith(".skops")]
+    assert stored == [f"estimators/{i}.skops" for i in range(len(model.pipeline.members))]
 
 
 def _replace_member(data: bytes, name: str, content: bytes) -> bytes:

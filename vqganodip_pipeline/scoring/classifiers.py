@@ -256,6 +256,7 @@ PERSISTED_TYPES: frozenset[str] = frozenset(
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",  # KNN with p = 1
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.tree._tree.Tree",
         "vqganodip_pipeline.scoring.classifiers.MinorityToRatio",
