@@ -57,8 +57,10 @@ LEADERBOARD_COLUMNS = (
 )
 
 
-def search_config(settings: PipelineSettings, iterations: int, seed: int) -> SearchConfig:
-    return settings.get_preset().search_config(seed, n_iter=iterations or None)
+def search_config(
+    settings: PipelineSettings, iterations: int, seed: int, combine: str = "mean"
+) -> SearchConfig:
+    return settings.get_preset().search_config(seed, n_iter=iterations or None, combine=combine)
 
 
 def leaderboard_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
@@ -75,6 +77,12 @@ class CompositeScoreConfig(dg.Config):
     )
     classifiers: list[str] = Field(
         default_factory=list, description="classifier codes; empty = the preset's"
+    )
+    combine: str = Field(
+        default="mean",
+        description="the composite: 'mean' = the mean probability of every classifier's "
+        "fold models (the models of its out-of-fold pass); 'best' = the paper's one classifier "
+        "with the best out-of-fold ZFN accuracy",
     )
     margin: float = Field(
         default=0.0, description="subtracted from the ZFN threshold (probability units)"
@@ -115,9 +123,10 @@ def composite_score_model(
     dataset_split: pd.DataFrame,
     settings: PipelineSettings,
 ) -> dg.Output[dict]:
-    """The shipped composite score: the best classifier on a fit part of the ``classifier_set``
-    rows, its split-conformal ZFN threshold on the rest with its statement of risk, the paper's
-    and the honest leaderboards, and its result on the ``holdout`` rows."""
+    """The shipped composite score: the classifiers searched on a fit part of the
+    ``classifier_set`` rows and combined (``combine``), its split-conformal ZFN threshold on the
+    rest with its statement of risk, the paper's and the honest leaderboards, and its result on
+    the ``holdout`` rows."""
     preset = settings.get_preset()
 
     def progress(event) -> None:
@@ -127,7 +136,7 @@ def composite_score_model(
         outcome = score_metric_table(
             training_metrics,
             classifiers=tuple(config.classifiers) or preset.classifiers,
-            search=search_config(settings, config.iterations, config.seed),
+            search=search_config(settings, config.iterations, config.seed, config.combine),
             outer_folds=preset.outer_folds,
             calibration=scoring.CalibrationConfig(
                 fraction=config.calibration_fraction,
@@ -145,6 +154,7 @@ def composite_score_model(
     model = outcome.shipped
     metadata: dict = {
         "classifier": model.classifier_name,
+        "combine": config.combine,
         "max_features": preset.max_features or "all",
         "threshold": float(model.threshold),
         "risk": dg.MetadataValue.md(model.risk.sentence()),

@@ -10,6 +10,7 @@ probability with a zero-false-negative (ZFN) threshold.
 - honest: nested evaluation with baselines (the threshold never sees its test images)
 - calibrate: the recipe of the shipped model and the honest protocol (fit and calibration parts)
 - model: the shipped CompositeScoreModel, fit_composite_model, evaluate
+- ensemble: MeanProbability, the mean of fitted models that the composite ships
 - plots: score distributions, metric importances, ROC as PNG bytes
 """
 
@@ -37,6 +38,7 @@ from vqganodip_pipeline.scoring.conformal import (
     holdout_p_value,
     miss_rate_upper_bound,
 )
+from vqganodip_pipeline.scoring.ensemble import MeanProbability
 from vqganodip_pipeline.scoring.honest import HonestResult, run_honest_protocol
 from vqganodip_pipeline.scoring.model import CompositeScoreModel, evaluate, fit_composite_model
 from vqganodip_pipeline.scoring.paper import PaperResult, run_paper_protocol
@@ -66,6 +68,7 @@ __all__ = [
     "ColumnBaseline",
     "CompositeScoreModel",
     "HonestResult",
+    "MeanProbability",
     "MetricPreprocessor",
     "PaperResult",
     "RiskStatement",

@@ -54,7 +54,8 @@ COMPOSITE = "composite"
 @dataclass(frozen=True)
 class FitRecord:
     """One use of table rows: ``stage`` is "inner_search", "inner_calibration" (search and
-    out-of-fold scores on the fit part), "refit" (fit part), "baseline_fit" (fit part),
+    out-of-fold scores on the fit part), "fold_models" (the models of the out-of-fold pass,
+    fitted on parts of the fit part, which the candidate ships), "baseline_fit" (fit part),
     "conformal_calibration" (rows = the calibration part scored to set the threshold) or
     "test_scoring" (rows = the outer test part scored by the fitted model). ``rows`` are
     positions in the protocol's table."""
@@ -85,7 +86,7 @@ class OuterFold:
 class HonestResult:
     """Outcome of :func:`run_honest_protocol`.
 
-    leaderboard: one row per method ("composite" = the classifier chosen inside each outer
+    leaderboard: one row per method ("composite" = the recipe's composite inside each outer
         fold, each fixed classifier, each baseline), metrics pooled over the outer test parts,
         best first (ZFN accuracy, then STD accuracy, then name).
     fold_details: one row per (outer fold, method): chosen classifier and parameters, thresholds,
@@ -255,23 +256,31 @@ def run_honest_protocol(
         for code in specs:
             log.append(FitRecord(k, "inner_search", code, fit))
             log.append(FitRecord(k, "inner_calibration", code, fit))
-        for calibrated in recipe.calibrated:
-            candidate = calibrated.candidate
-            log.append(FitRecord(k, "refit", candidate.code, fit))
-            log.append(FitRecord(k, "conformal_calibration", candidate.code, cal))
-            log.append(FitRecord(k, "test_scoring", candidate.code, test))
+            log.append(FitRecord(k, "fold_models", code, fit))
+        shipped = list(recipe.calibrated)
+        if not any(c is recipe.chosen for c in shipped):
+            shipped.append(recipe.chosen)  # the mean of the candidates
+        for calibrated in shipped:
+            log.append(FitRecord(k, "conformal_calibration", calibrated.code, cal))
+            log.append(FitRecord(k, "test_scoring", calibrated.code, test))
             scores = np.asarray(calibrated.pipeline.predict_proba(X[test])[:, 1], dtype=np.float64)
+            candidate = calibrated.candidate
             extra = {
-                "selected": candidate.code,
-                "params": params_json(candidate.params),
-                "inner_cv_accuracy": candidate.search.best_score,
-                "inner_oof_accuracy_zfn": candidate.oof_metrics["accuracy_zfn"],
-                "inner_oof_accuracy_std": candidate.oof_metrics["accuracy_std"],
+                "selected": calibrated.code,
+                "params": params_json(calibrated.params),
+                "inner_cv_accuracy": np.nan if candidate is None else candidate.search.best_score,
+                "inner_oof_accuracy_zfn": (
+                    np.nan if candidate is None else candidate.oof_metrics["accuracy_zfn"]
+                ),
+                "inner_oof_accuracy_std": (
+                    np.nan if candidate is None else candidate.oof_metrics["accuracy_std"]
+                ),
                 **_risk_columns(calibrated.risk),
             }
-            for method, kind in ((candidate.code, "classifier"), (COMPOSITE, "selected")):
-                if method == COMPOSITE and calibrated is not recipe.chosen:
-                    continue
+            methods = [] if candidate is None else [(calibrated.code, "classifier")]
+            if calibrated is recipe.chosen:
+                methods.append((COMPOSITE, "selected"))
+            for method, kind in methods:
                 record(k, method, kind, test, scores, calibrated.threshold, STD_THRESHOLD, extra)
         for baseline in baselines:
             log.append(FitRecord(k, "baseline_fit", baseline.code, fit))
@@ -317,7 +326,11 @@ def run_honest_protocol(
 
     predictions_frame = pd.concat(predictions, ignore_index=True)
     names = {code: spec.name for code, spec in specs.items()}
-    names[COMPOSITE] = "Composite (chosen per fold)"
+    names[COMPOSITE] = (
+        "Composite (mean of the classifiers' fold models)"
+        if config.combine == "mean"
+        else "Composite (classifier chosen per fold)"
+    )
     kinds = {COMPOSITE: "selected", **dict.fromkeys(specs, "classifier")}
     for baseline in baselines:
         names[baseline.code] = baseline.code

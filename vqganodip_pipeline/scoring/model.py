@@ -1,14 +1,16 @@
-"""The shipped composite anomaly score: one fitted pipeline plus its ZFN threshold and evidence.
+"""The shipped composite anomaly score: fitted models plus their ZFN threshold and evidence.
 
 :func:`fit_composite_model` runs the split-conformal recipe of
-:mod:`~vqganodip_pipeline.scoring.calibrate` on the classifier set: search and choice on a fit
-part (out-of-fold), the chosen classifier refitted on that fit part, and its threshold read off
-its own scores of the abnormal images of a calibration part that it, its search and the choice
-never saw. The :class:`~vqganodip_pipeline.scoring.conformal.RiskStatement` stored with the model
-says what that threshold guarantees and under which assumption (exchangeable defect scores):
-an exact one-sided upper confidence bound on the miss rate of new defects and the expected-miss
-form ``k / (n + 1)``. The honest protocol (:mod:`~vqganodip_pipeline.scoring.honest`) runs the
-same recipe inside every outer fold, and :func:`evaluate` measures the achieved miss rate on a
+:mod:`~vqganodip_pipeline.scoring.calibrate` on the classifier set: search and out-of-fold
+models on a fit part, the composite made of them (by default the mean probability of every
+candidate's fold models; ``SearchConfig.combine="best"``: the one candidate chosen on
+out-of-fold evidence), and its threshold read off its own scores of the abnormal images of a
+calibration part that the models, their search and the choice never saw. The
+:class:`~vqganodip_pipeline.scoring.conformal.RiskStatement` stored with the model says what
+that threshold guarantees and under which assumption (exchangeable defect scores): an exact
+one-sided upper confidence bound on the miss rate of new defects and the expected-miss form
+``k / (n + 1)``. The honest protocol (:mod:`~vqganodip_pipeline.scoring.honest`) runs the same
+recipe inside every outer fold, and :func:`evaluate` measures the achieved miss rate on a
 holdout.
 """
 
@@ -23,15 +25,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from imblearn.pipeline import Pipeline
 
 from vqganodip_pipeline.scoring.calibrate import CalibrationConfig, fit_and_calibrate
-from vqganodip_pipeline.scoring.classifiers import (
-    PREPROCESS_STEP,
-    ClassifierSpec,
-    resolve_classifiers,
-)
+from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, resolve_classifiers
 from vqganodip_pipeline.scoring.conformal import RiskStatement
+from vqganodip_pipeline.scoring.ensemble import (
+    MeanProbability,
+    dropped_in_every_member,
+    kept_metrics,
+)
 from vqganodip_pipeline.scoring.report import params_json, rank_leaderboard
 from vqganodip_pipeline.scoring.search import ProgressCallback, SearchConfig
 from vqganodip_pipeline.scoring.table import (
@@ -62,6 +64,9 @@ def library_versions() -> dict[str, str]:
 class CompositeScoreModel:
     """A fitted composite anomaly score with its split-conformal ZFN threshold.
 
+    ``classifier`` is the composite's code (``"mean"``: the mean of the candidates named in
+    ``params["members"]``; else one candidate's code) and ``pipeline`` what scores:
+    a :class:`~vqganodip_pipeline.scoring.ensemble.MeanProbability` of fitted pipelines.
     ``score(df)`` is the predicted abnormal probability; ``decide(df)`` is ``score >= threshold``
     (True = abnormal, send to operator). Evidence: ``risk`` (the threshold, the number of
     abnormal calibration images it was read off, how many fall below it, the miss-rate bounds
@@ -74,7 +79,7 @@ class CompositeScoreModel:
     classifier: str
     classifier_name: str
     params: dict[str, Any]
-    pipeline: Pipeline
+    pipeline: MeanProbability
     risk: RiskStatement
     n_normal_calibration: int
     feature_names_in: list[str]
@@ -173,34 +178,34 @@ def fit_composite_model(
         columns=table.columns,
     )
     chosen = recipe.chosen
-    preprocessor = chosen.pipeline.named_steps[PREPROCESS_STEP]
     selection = rank_leaderboard(
         [
             {
                 "classifier": c.code,
-                "name": c.candidate.spec.name,
+                "name": c.name,
                 **c.candidate.oof_metrics,
                 "cv_accuracy": c.candidate.search.best_score,
                 "calibration_accuracy_zfn": c.calibration_metrics["accuracy_zfn"],
                 "calibration_fpr_zfn": c.calibration_metrics["fpr_zfn"],
-                "best_params": params_json(c.candidate.params),
+                "best_params": params_json(c.params),
                 "search_s": c.candidate.search.elapsed_s,
             }
             for c in recipe.calibrated
+            if c.candidate is not None
         ]
     )
     cal = recipe.calibration_rows
     y_cal = table.y[cal]
     return CompositeScoreModel(
         classifier=chosen.code,
-        classifier_name=chosen.candidate.spec.name,
-        params=dict(chosen.candidate.params),
+        classifier_name=chosen.name,
+        params=dict(chosen.params),
         pipeline=chosen.pipeline,
         risk=chosen.risk,
         n_normal_calibration=int((y_cal == 0).sum()),
         feature_names_in=list(table.columns),
-        feature_names_kept=[str(name) for name in preprocessor.get_feature_names_out()],
-        dropped_correlated=preprocessor.dropped_correlated(),
+        feature_names_kept=kept_metrics(chosen.pipeline),
+        dropped_correlated=dropped_in_every_member(chosen.pipeline),
         calibration=dict(chosen.calibration_metrics),
         calibration_scores=pd.DataFrame(
             {"image_id": table.image_ids[cal], "y": y_cal, "score": chosen.calibration_scores}

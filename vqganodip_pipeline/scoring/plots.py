@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from imblearn.pipeline import Pipeline
 from matplotlib.figure import Figure
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_curve
 
 from vqganodip_pipeline.scoring.classifiers import CLASSIFIER_STEP, PREPROCESS_STEP
+from vqganodip_pipeline.scoring.ensemble import members_of
 from vqganodip_pipeline.scoring.model import CompositeScoreModel
 from vqganodip_pipeline.scoring.table import labels_to_y
 from vqganodip_pipeline.scoring.thresholds import auroc, check_scores, confusion_at_threshold
@@ -85,33 +87,25 @@ def plot_roc(
     return _png(figure)
 
 
-def metric_importances(
-    model: CompositeScoreModel,
-    df: pd.DataFrame | None = None,
-    n_repeats: int = 10,
-    seed: int = 0,
-) -> pd.Series:
-    """Importance of each kept metric for ``model``'s classifier, highest first.
-
-    ``feature_importances_`` when the classifier has it (tree ensembles), else ``|coef_|``
-    (linear models; metrics are min-max scaled, so magnitudes compare), else permutation
-    importance (drop in AUROC) on the labelled table ``df``, which is then required. The
-    series name says which was used.
-    """
-    classifier = model.pipeline.named_steps[CLASSIFIER_STEP]
-    names = model.feature_names_kept
+def _member_importances(
+    member: Pipeline,
+    df: pd.DataFrame | None,
+    feature_names_in: list[str],
+    n_repeats: int,
+    seed: int,
+) -> tuple[pd.Series, str] | None:
+    """One fitted pipeline's importances over the metrics it keeps and how they were read."""
+    classifier = member.named_steps[CLASSIFIER_STEP]
+    names = [str(name) for name in member.named_steps[PREPROCESS_STEP].get_feature_names_out()]
     if hasattr(classifier, "feature_importances_"):
         values, method = np.asarray(classifier.feature_importances_, dtype=np.float64), "impurity"
     elif hasattr(classifier, "coef_"):
         values, method = np.abs(np.asarray(classifier.coef_, dtype=np.float64)).ravel(), "|coef|"
+    elif df is None:
+        return None
     else:
-        if df is None:
-            raise ValueError(
-                f"{model.classifier_name} has neither feature_importances_ nor coef_; pass a "
-                f"labelled metric table (df) for permutation importance"
-            )
-        transformed = model.pipeline.named_steps[PREPROCESS_STEP].transform(
-            df[model.feature_names_in].astype(np.float64)
+        transformed = member.named_steps[PREPROCESS_STEP].transform(
+            df[feature_names_in].astype(np.float64)
         )
         result = permutation_importance(
             classifier,
@@ -124,7 +118,43 @@ def metric_importances(
         values, method = np.asarray(result.importances_mean, dtype=np.float64), "permutation"
     if len(values) != len(names):
         raise RuntimeError(f"{len(values)} importances for {len(names)} kept metrics")
-    series = pd.Series(values, index=pd.Index(names, name="metric"), name=method)
+    return pd.Series(values, index=names), method
+
+
+def metric_importances(
+    model: CompositeScoreModel,
+    df: pd.DataFrame | None = None,
+    n_repeats: int = 10,
+    seed: int = 0,
+) -> pd.Series:
+    """Importance of each kept metric for ``model``, highest first.
+
+    Per fitted pipeline of the model: ``feature_importances_`` when its classifier has it (tree
+    ensembles), else ``|coef_|`` (linear models; metrics are min-max scaled, so magnitudes
+    compare), else permutation importance (drop in AUROC) on the labelled table ``df``. Each
+    pipeline's importances are normalised to sum 1 (negative permutation drops count as 0)
+    and averaged over the pipelines (a metric a pipeline does not keep counts 0 there). The
+    series name says which readings were averaged. Raises when no pipeline has importances
+    and ``df`` is missing.
+    """
+    readings = [
+        _member_importances(member, df, model.feature_names_in, n_repeats, seed)
+        for member in members_of(model.pipeline)
+    ]
+    found = [reading for reading in readings if reading is not None]
+    if not found:
+        raise ValueError(
+            f"{model.classifier_name} has neither feature_importances_ nor coef_; pass a "
+            f"labelled metric table (df) for permutation importance"
+        )
+    total = pd.Series(0.0, index=pd.Index(model.feature_names_kept, name="metric"))
+    for values, _ in found:
+        clipped = values.clip(lower=0.0)
+        if clipped.sum() > 0:
+            total = total.add(clipped / clipped.sum(), fill_value=0.0)
+    methods = sorted({method for _, method in found})
+    name = "/".join(methods) if len(found) == 1 else f"mean of {len(found)} ({'/'.join(methods)})"
+    series = (total / len(found)).rename(name)
     return series.sort_values(ascending=False, kind="mergesort")
 
 

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Memory
+from imblearn.pipeline import Pipeline
+from joblib import Memory, Parallel, delayed
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
-from sklearn.model_selection import RandomizedSearchCV, cross_val_predict
+from sklearn.model_selection import RandomizedSearchCV
 
 from vqganodip_pipeline.scoring.classifiers import (
     CLASSIFIER_STEP,
@@ -37,6 +39,9 @@ from vqganodip_pipeline.scoring.splits import Split
 class ClassifierFitError(RuntimeError):
     """A classifier could not be fitted on this data: every search candidate failed, or its
     out-of-fold scores are not finite (e.g. QDA on collinear metrics). Callers skip it."""
+
+
+COMBINE_RULES = ("mean", "best")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class SearchConfig:
     cache_preprocessing: fit the preprocessing and SMOTE once per training fold and reuse them
         for every candidate and classifier (see the module docstring); False refits them in
         every fit (the reference of the scoring benchmark).
+    combine: how the composite is made of the candidates (see
+        :mod:`~vqganodip_pipeline.scoring.calibrate`): "mean" (the mean probability of every
+        candidate's fold models) or "best" (the paper: the one candidate with the best
+        out-of-fold ZFN accuracy).
     """
 
     n_iter: int = 500
@@ -72,8 +81,13 @@ class SearchConfig:
     correlation_threshold: float | None = 0.95
     max_features: int | str | None = None
     cache_preprocessing: bool = True
+    combine: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(
+                f"SearchConfig.combine must be one of {COMBINE_RULES}, got {self.combine!r}"
+            )
         if self.n_iter < 1:
             raise ValueError(f"SearchConfig.n_iter must be >= 1, got {self.n_iter}")
         if self.n_splits < 2:
@@ -270,7 +284,33 @@ def search_classifier(
     )
 
 
-def out_of_fold_scores(
+def _fit_fold(
+    pipeline: Pipeline,
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    columns: Sequence[str] | None,
+    keep: bool,
+) -> tuple[np.ndarray, Pipeline | None]:
+    """Fit a clone of ``pipeline`` on the ``train`` rows; its abnormal probability of the
+    ``test`` rows, and the fitted model when ``keep`` (without its preprocessing cache, which
+    only serves fitting and lives in a temporary folder)."""
+
+    def frame(rows: np.ndarray) -> np.ndarray | pd.DataFrame:
+        return X[rows] if columns is None else pd.DataFrame(X[rows], columns=list(columns))
+
+    model = clone(pipeline)
+    with fitting_environment():
+        model.fit(frame(train), y[train])
+    scores = np.asarray(model.predict_proba(frame(test))[:, 1], dtype=np.float64)
+    if not keep:
+        return scores, None
+    model.set_params(memory=None)
+    return scores, model
+
+
+def out_of_fold_models(
     spec: ClassifierSpec,
     params: dict[str, Any],
     X: np.ndarray,
@@ -279,11 +319,16 @@ def out_of_fold_scores(
     config: SearchConfig,
     smote: SmoteSettings | None,
     memory: Memory | None = None,
-) -> np.ndarray:
-    """Predicted abnormal probability of every row by the pipeline fitted without its test part.
+    keep_models: bool = True,
+    columns: Sequence[str] | None = None,
+) -> tuple[np.ndarray, list[Pipeline]]:
+    """Predicted abnormal probability of every row by the pipeline fitted without its test part,
+    and the fitted fold models (one per split, in split order; empty when ``keep_models`` is
+    off).
 
     ``splits`` must be a partition (each row in exactly one test part): k-fold or leave-one-out.
-    ``memory``: see :func:`preprocessing_cache`.
+    ``memory``: see :func:`preprocessing_cache`; ``columns`` (metric names of ``X``) makes the
+    kept models name their features. The scores equal scikit-learn's ``cross_val_predict``.
     """
     pipeline = build_pipeline(
         spec,
@@ -294,14 +339,39 @@ def out_of_fold_scores(
         config.max_features,
         memory=memory,
     )
+    tested = np.concatenate([test for _, test in splits])
+    if len(tested) != len(y) or len(np.unique(tested)) != len(y):
+        raise ValueError("out-of-fold scores need splits whose test parts partition the rows")
     try:
         with fitting_environment():
-            proba = cross_val_predict(
-                pipeline, X, y, cv=list(splits), n_jobs=config.n_jobs, method="predict_proba"
+            fitted = Parallel(n_jobs=config.n_jobs)(
+                delayed(_fit_fold)(pipeline, X, y, train, test, columns, keep_models)
+                for train, test in splits
             )
     except (ValueError, np.linalg.LinAlgError) as error:
         raise ClassifierFitError(f"{spec.name} failed an out-of-fold fit: {error}") from error
-    scores = np.asarray(proba[:, 1], dtype=np.float64)
+    scores = np.empty(len(y), dtype=np.float64)
+    for (_, test), (fold_scores, _) in zip(splits, fitted, strict=True):
+        scores[test] = fold_scores
     if not np.isfinite(scores).all():
         raise ClassifierFitError(f"{spec.name} gave non-finite out-of-fold scores on {len(y)} rows")
+    models = [model for _, model in fitted if model is not None]
+    return scores, models
+
+
+def out_of_fold_scores(
+    spec: ClassifierSpec,
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[Split],
+    config: SearchConfig,
+    smote: SmoteSettings | None,
+    memory: Memory | None = None,
+) -> np.ndarray:
+    """The scores of :func:`out_of_fold_models` without keeping the fold models (e.g. the
+    paper's leave-one-out, one model per row)."""
+    scores, _ = out_of_fold_models(
+        spec, params, X, y, splits, config, smote, memory, keep_models=False
+    )
     return scores

@@ -199,11 +199,12 @@ def build_report(
                 "metric selection as the honest protocol",
             },
             "honest": {
-                "classifier": "composite (chosen inside each outer fold)",
+                "classifier": "composite (the shipped recipe inside each outer fold)",
                 **_split_metrics(composite),
                 "note": f"{outer_folds} outer folds; in each, the shipped recipe on the training "
-                "part (search and classifier choice on a fit part, split-conformal threshold on "
-                "a calibration part), metrics pooled over the unseen test parts",
+                "part (search and the composite of the classifiers on a fit part, "
+                "split-conformal threshold on a calibration part), metrics pooled over the "
+                "unseen test parts",
             },
         },
         "shipped": {

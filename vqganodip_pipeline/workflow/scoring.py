@@ -31,7 +31,12 @@ class ScoringOutcome:
 
 # What a stored composite model may contain: these dataclasses and the estimator types of the
 # twelve candidates. A file that names anything else is refused, never executed.
-BUNDLE_DATACLASSES = (ScoringOutcome, scoring.CompositeScoreModel, scoring.RiskStatement)
+BUNDLE_DATACLASSES = (
+    ScoringOutcome,
+    scoring.CompositeScoreModel,
+    scoring.RiskStatement,
+    scoring.MeanProbability,
+)
 
 
 def bundle_to_bytes(bundle: Any) -> bytes:

@@ -151,9 +151,12 @@ def test_calibration_rows_never_reach_a_fit() -> None:
     fit, cal = recipe.fit_rows, recipe.calibration_rows
     assert set(fit).isdisjoint(cal) and len(fit) + len(cal) == len(y)
     assert y[cal].sum() == 6  # a stratified third of the 18 defects
-    # every fit (search folds, out-of-fold folds, refit) got at most the fit part's rows
-    # (balanced classes: no SMOTE rows are added)
-    assert Probe.fits and max(Probe.fits) == len(fit)
+    # every fit (search folds, out-of-fold folds, whose models are shipped) got one inner
+    # training part of the fit part (balanced classes: no SMOTE rows are added)
+    inner_train = {len(train) for train, _ in recipe.inner_splits}
+    assert Probe.fits and set(Probe.fits) <= inner_train and max(inner_train) < len(fit)
+    for train, test in recipe.inner_splits:
+        assert set(train) | set(test) <= set(fit)
     # Replace the calibration rows by noise: everything learnt must stay identical; only the
     # calibration scores (and so the thresholds) may change.
     noisy = X.copy()

@@ -42,7 +42,7 @@ def test_outer_test_rows_are_never_given_to_a_fit(result) -> None:
         assert {
             "inner_search",
             "inner_calibration",
-            "refit",
+            "fold_models",
             "baseline_fit",
             "conformal_calibration",
         } <= stages
@@ -54,7 +54,7 @@ def test_outer_test_rows_are_never_given_to_a_fit(result) -> None:
             elif record.stage == "conformal_calibration":
                 np.testing.assert_array_equal(record.rows, fold.calibration_rows)
             else:
-                # search, out-of-fold choice, refit, baseline fit: the fit part only
+                # search, out-of-fold choice, fold models, baseline fit: the fit part only
                 assert cal.isdisjoint(record.rows.tolist()), record
                 assert test.isdisjoint(record.rows.tolist()), record
 

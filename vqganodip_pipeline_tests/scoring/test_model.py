@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vqganodip_pipeline.scoring.ensemble import members_of
 from vqganodip_pipeline.scoring.model import CompositeScoreModel, evaluate, fit_composite_model
+from vqganodip_pipeline.scoring.report import params_json
 from vqganodip_pipeline.scoring.search import SearchConfig
 from vqganodip_pipeline.scoring.thresholds import metrics_row
 from vqganodip_pipeline_tests.scoring.tables import make_metric_table
@@ -38,8 +40,9 @@ def test_threshold_is_lowest_unseen_calibration_score(model: CompositeScoreModel
     assert model.risk.miss_rate_upper_bound == pytest.approx(1 - 0.05 ** (1 / 6))
     assert model.risk.n_below == 0 and "exchangeable" in model.risk.sentence()
     assert model.calibration["fnr_zfn"] == 0.0
-    assert model.classifier == model.selection.loc[0, "classifier"]
-    assert model.classifier in {"lr", "nb"} and set(model.selection["classifier"]) == {"lr", "nb"}
+    # the default composite: the mean of both candidates' fold models (3 inner folds each)
+    assert model.classifier == "mean" and model.params["members"] == ["lr", "nb"]
+    assert model.params["fold_models"] == 6 and set(model.selection["classifier"]) == {"lr", "nb"}
     assert "patch__const__sum__raw" in model.feature_names_in
     assert "patch__const__sum__raw" not in model.feature_names_kept
     assert model.dropped_correlated["patch__dup0__sum__raw"] == "patch__fid0__sum__weighted"
@@ -52,6 +55,30 @@ def test_threshold_is_lowest_unseen_calibration_score(model: CompositeScoreModel
     }
     summary = model.summary()
     assert summary["threshold"] == model.threshold and summary["config"]["n_iter"] == 2
+
+
+def test_mean_is_the_mean_of_every_fold_model_and_best_is_the_out_of_fold_choice(
+    model: CompositeScoreModel,
+) -> None:
+    table = make_metric_table(n_normal=6, n_abnormal=6, n_noise=6, seed=4)
+    X = table[model.feature_names_in].astype(np.float64)
+    members = model.pipeline.members
+    assert [type(m).__name__ for m in members] == ["Pipeline"] * 6
+    expected = np.mean([m.predict_proba(X)[:, 1] for m in members], axis=0)
+    np.testing.assert_allclose(model.score(table), expected)
+    # the fold models differ (each fitted without one inner fold)
+    assert not np.allclose(members[0].predict_proba(X), members[1].predict_proba(X))
+    training = make_metric_table(n_normal=24, n_abnormal=18, n_noise=6)
+    best = fit_composite_model(
+        training,
+        classifiers=["lr", "nb"],
+        config=SearchConfig(n_iter=2, n_splits=3, n_jobs=1, seed=0, combine="best"),
+    )
+    assert best.classifier == best.selection.loc[0, "classifier"] in {"lr", "nb"}
+    assert len(best.pipeline.members) == 3  # the chosen candidate's fold models
+    assert params_json(best.params) == best.selection.loc[0, "best_params"]
+    with pytest.raises(ValueError, match="combine must be one of"):
+        SearchConfig(combine="vote")
 
 
 def test_score_decide_and_pickle_round_trip(model: CompositeScoreModel) -> None:
@@ -106,6 +133,6 @@ def test_fit_errors_one_class_and_too_few_abnormal() -> None:
 def test_imbalanced_table_uses_smote_inside_the_shipped_pipeline() -> None:
     table = make_metric_table(n_normal=30, n_abnormal=9, n_noise=4)
     model = fit_composite_model(table, classifiers=["nb"], config=CONFIG)
-    assert "smote" in model.pipeline.named_steps
+    assert all("smote" in m.named_steps for m in members_of(model.pipeline))
     balanced = fit_composite_model(make_metric_table(n_noise=4), classifiers=["nb"], config=CONFIG)
-    assert "smote" not in balanced.pipeline.named_steps
+    assert not any("smote" in m.named_steps for m in members_of(balanced.pipeline))

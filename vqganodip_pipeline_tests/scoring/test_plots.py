@@ -41,17 +41,20 @@ def test_metric_importances_per_classifier_family() -> None:
         table, classifiers={"rf": classifier_registry(max_estimators=5)["rf"]}, config=CONFIG
     )
     importances = metric_importances(forest)
-    assert importances.name == "impurity" and len(importances) == len(forest.feature_names_kept)
+    # the mean over the 3 fold models, each normalised to sum 1
+    assert importances.name == "mean of 3 (impurity)"
+    assert len(importances) == len(forest.feature_names_kept)
+    assert importances.sum() == pytest.approx(1.0)
     assert importances.iloc[0] >= importances.iloc[-1]
     linear = fit_composite_model(table, classifiers=["lda"], config=CONFIG)
     coef = metric_importances(linear)
-    assert coef.name == "|coef|" and (coef >= 0).all()
+    assert coef.name == "mean of 3 (|coef|)" and (coef >= 0).all()
     assert coef.index[0].startswith("patch__fid")  # an informative metric leads
     bayes = fit_composite_model(table, classifiers=["nb"], config=CONFIG)
     with pytest.raises(ValueError, match="permutation importance"):
         metric_importances(bayes)
     permutation = metric_importances(bayes, table, n_repeats=3)
-    assert permutation.name == "permutation"
+    assert permutation.name == "mean of 3 (permutation)"
     assert permutation["pixel__noise0__sum__raw"] < permutation.iloc[0]
     image = _image(plot_metric_importances(permutation, top=10))
     assert image.shape[0] > 100

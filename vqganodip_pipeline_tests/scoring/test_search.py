@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from scipy.stats import uniform
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import cross_val_predict
 
 from vqganodip_pipeline.scoring.calibrate import calibrate_candidates
 from vqganodip_pipeline.scoring.classifiers import (
     ClassifierSpec,
     MinorityToRatio,
+    build_pipeline,
     classifier_registry,
     plan_smote,
 )
@@ -22,6 +24,7 @@ from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
 from vqganodip_pipeline.scoring.search import (
     ClassifierFitError,
     SearchConfig,
+    out_of_fold_models,
     out_of_fold_scores,
     search_classifier,
 )
@@ -250,3 +253,41 @@ def test_preprocessing_is_fitted_once_per_fold_and_changes_no_result(
         )
         np.testing.assert_array_equal(a.oof_scores, b.oof_scores)
         assert a.threshold == b.threshold
+
+
+@pytest.mark.parametrize("code", ["rf", "lr", "nb"])
+def test_out_of_fold_models_match_cross_val_predict_and_score_their_own_test_part(
+    code: str,
+) -> None:
+    table = training_table(make_metric_table(n_normal=30, n_abnormal=12, n_noise=5))
+    X, y = table.X, table.y
+    splits = stratified_folds(y, None, 3, seed=0)
+    smote = plan_smote(y, [train for train, _ in splits], below=0.8)
+    config = SearchConfig(n_iter=1, n_splits=3, n_jobs=1)
+    spec = classifier_registry(max_estimators=5)[code]
+    params = search_classifier(spec, X, y, splits, config, smote).best_params
+    scores, models = out_of_fold_models(spec, params, X, y, splits, config, smote)
+    reference = cross_val_predict(
+        build_pipeline(spec, config.seed, smote, config.correlation_threshold, params),
+        X,
+        y,
+        cv=splits,
+        method="predict_proba",
+    )[:, 1]
+    np.testing.assert_allclose(scores, reference)
+    np.testing.assert_array_equal(
+        out_of_fold_scores(spec, params, X, y, splits, config, smote), scores
+    )
+    assert len(models) == len(splits)
+    for model, (_, test) in zip(models, splits, strict=True):
+        np.testing.assert_allclose(model.predict_proba(X[test])[:, 1], scores[test])
+        assert model.memory is None  # no temporary cache folder travels with a shipped model
+
+
+def test_out_of_fold_models_need_a_partition() -> None:
+    table = training_table(make_metric_table(n_noise=2))
+    splits = stratified_folds(table.y, None, 3, seed=0)
+    overlapping = [splits[0], splits[0], splits[1]]
+    config = SearchConfig(n_iter=1, n_splits=3, n_jobs=1)
+    with pytest.raises(ValueError, match="partition"):
+        out_of_fold_models(PROBE, {"alpha": 0.3}, table.X, table.y, overlapping, config, None)
