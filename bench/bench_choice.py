@@ -65,7 +65,7 @@ from vqganodip_pipeline.scoring.calibrate import (
     choose,
     fit_and_calibrate,
 )
-from vqganodip_pipeline.scoring.classifiers import build_pipeline, resolve_classifiers
+from vqganodip_pipeline.scoring.classifiers import build_pipeline, plan_smote, resolve_classifiers
 from vqganodip_pipeline.scoring.conformal import conformal_threshold, miss_rate_upper_bound
 from vqganodip_pipeline.scoring.honest import check_protocol
 from vqganodip_pipeline.scoring.search import SearchConfig, fitting_environment
@@ -118,11 +118,18 @@ def _refit(
     candidate: Candidate, X_fit: np.ndarray, y_fit: np.ndarray, config: SearchConfig
 ) -> Pipeline:
     """The candidate refitted on the whole fit part (what the composite shipped before it
-    shipped the fold models)."""
+    shipped the fold models), with the SMOTE plan of a fit on all its rows."""
+    smote = plan_smote(
+        y_fit,
+        [np.arange(len(y_fit))],
+        config.smote_below,
+        config.smote_ratio,
+        config.smote_k_neighbors,
+    )
     pipeline = build_pipeline(
         candidate.spec,
         config.seed,
-        candidate.smote,
+        smote,
         config.correlation_threshold,
         candidate.params,
         config.max_features,

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline
 
-from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, SmoteSettings, plan_smote
+from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, plan_smote
 from vqganodip_pipeline.scoring.conformal import (
     DEFAULT_CONFIDENCE,
     RiskStatement,
@@ -66,8 +66,8 @@ class Candidate:
 
     oof_scores: out-of-fold abnormal probabilities (aligned with the training rows);
     threshold: ZFN threshold from them (margin subtracted); oof_metrics: metrics_row of the
-    out-of-fold scores at 0.5 and at ``threshold``; smote: the SMOTE settings of a full refit;
-    fold_models: the pipelines fitted on the out-of-fold pass's training parts (split order).
+    out-of-fold scores at 0.5 and at ``threshold``; fold_models: the pipelines fitted on the
+    out-of-fold pass's training parts (split order).
     """
 
     code: str
@@ -76,7 +76,6 @@ class Candidate:
     oof_scores: np.ndarray
     threshold: float
     oof_metrics: dict[str, Any]
-    smote: SmoteSettings | None
     fold_models: list[Pipeline] = field(default_factory=list)
 
     @property
@@ -110,9 +109,6 @@ def calibrate_candidates(
         config.smote_ratio,
         config.smote_k_neighbors,
     )
-    smote_full = plan_smote(
-        y, [np.arange(len(y))], config.smote_below, config.smote_ratio, config.smote_k_neighbors
-    )
     candidates: list[Candidate] = []
     start = time.perf_counter()
     with preprocessing_cache(config) as memory:
@@ -142,7 +138,6 @@ def calibrate_candidates(
                     oof_scores=oof,
                     threshold=threshold,
                     oof_metrics=metrics_row(oof, y, threshold),
-                    smote=smote_full,
                     fold_models=fold_models,
                 )
             )
