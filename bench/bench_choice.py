@@ -28,6 +28,9 @@ prefixed ``bagged:``, on their fold models:
 * ``fixed:<code>``: one classifier in every fold (the honest leaderboard's fixed rows).
 * ``library_composite``: the recipe's own composite (``--combine``), which must equal its rule
   (``bagged:mean_all`` or ``bagged:oof_zfn``).
+* ``baseline:best_single_metric``: the honest protocol's baseline of that name (the one metric
+  column with the highest AUROC on the fit part), thresholded on the same calibration part:
+  the score a rule has to beat.
 
 The table is a ``metrics.parquet`` written by ``vqganodip evaluate`` or ``bench_evaluate.py``
 (it stays in the evaluation's output folder, e.g. the scratch folder bench_evaluate prints).
@@ -59,6 +62,7 @@ if __package__ in (None, ""):
 
 from bench._common import load_average, write_result
 from vqganodip_pipeline.presets import get_preset
+from vqganodip_pipeline.scoring.baselines import BestSingleMetric
 from vqganodip_pipeline.scoring.calibrate import (
     CalibrationConfig,
     Candidate,
@@ -92,6 +96,8 @@ class FoldScores:
     y_calibration: np.ndarray
     y_test: np.ndarray
     candidates: list[CandidateScores] = field(default_factory=list)
+    # baseline code -> (calibration scores, test scores), fitted on the fit part
+    baselines: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def bagged(self) -> FoldScores:
         """The same fold with every candidate's refit replaced by its inner-fold models."""
@@ -182,6 +188,11 @@ def collect(
                     bagged_test=calibrated.pipeline.predict_proba(X[test])[:, 1],
                 )
             )
+        single = BestSingleMetric(columns=table.columns).fit(table.frame.iloc[fit], y[fit])
+        fold.baselines[single.code] = (
+            single.score(table.frame.iloc[cal]),
+            single.score(table.frame.iloc[test]),
+        )
         shipped[f"calibration_{k}"] = recipe.chosen.calibration_scores
         shipped[f"test_{k}"] = recipe.chosen.pipeline.predict_proba(X[test])[:, 1]
         folds.append(fold)
@@ -262,6 +273,8 @@ def rules(
             table[f"fixed:{code}"] = lambda f, code=code: _pick(f, code)
     for name, rule in list(table.items()):
         table[f"bagged:{name}"] = lambda f, rule=rule: rule(f.bagged())
+    for code in sorted({code for fold in folds for code in fold.baselines}):
+        table[f"baseline:{code}"] = lambda f, code=code: Decision(*f.baselines[code], code)
     table["library_composite"] = lambda f: Decision(
         shipped[f"calibration_{f.fold}"], shipped[f"test_{f.fold}"], "library composite"
     )
