@@ -235,7 +235,7 @@ def real_config(
         preset="tiny" if quick else "demo",
         size=size,
         weights=weights,
-        use_mask=False,
+        position="free",
         seed=seed,
         max_groups=groups,
         targets=targets(0.90, None),

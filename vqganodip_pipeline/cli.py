@@ -46,11 +46,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         layout=args.layout,
         preset=args.preset,
         size=args.size,
+        downsampling=args.downsampling,
         weights=args.weights,
         backbone=args.backbone,
         backbone_weights=args.backbone_weights,
         device=args.device,
-        use_mask=args.mask == "on",
+        position=args.position,
         steps=args.steps,
         iterations=args.iterations,
         classifiers=tuple(args.classifiers.split(",")) if args.classifiers else None,
@@ -164,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="working resolution (default: the preset's; evaluate DeepPCB at 640, its native size)",
     )
+    evaluate.add_argument(
+        "--downsampling",
+        type=int,
+        default=None,
+        help="the VQGAN's downsampling factor f, px per code (default: the preset's, demo 8; "
+        "4 reconstructs finer detail)",
+    )
     evaluate.add_argument("--weights", default=None, help="local MobileNetV2 weights file")
     evaluate.add_argument(
         "--backbone",
@@ -177,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     evaluate.add_argument(
-        "--mask",
-        default="on",
-        choices=("on", "off"),
-        help="weighting mask and per-pixel / per-position statistics (off for products without "
-        "a fixed position, e.g. DeepPCB; default: on, as the assets)",
+        "--position",
+        default="auto",
+        choices=("auto", "fixed", "free"),
+        help="is the product at a fixed position in every image? fixed: weighting mask and "
+        "per-pixel / per-position statistics; free: none (textures, loose parts, DeepPCB); "
+        "auto (default, as the assets): measured on the mask-calibration units",
     )
     evaluate.add_argument("--steps", type=int, default=0, help="VQGAN steps (0: preset's)")
     evaluate.add_argument(

@@ -32,6 +32,7 @@ from vqganodip_pipeline.data.fs import filesystem, join_uri, s3_options
 from vqganodip_pipeline.data.manifest import label_counts
 from vqganodip_pipeline.data.sources import LAYOUTS
 from vqganodip_pipeline.data.split import SplitConfig, SplitError, assign_roles, role_counts
+from vqganodip_pipeline.localize.position import POSITIONS
 from vqganodip_pipeline.presets import get_preset
 from vqganodip_pipeline.workflow.report import check_targets
 
@@ -52,12 +53,15 @@ class EvaluationConfig:
         preset: ``tiny``, ``demo`` or ``paper`` (PipelineSettings.preset).
         size: working resolution in px; None = the preset's (PipelineSettings.image_size).
             DeepPCB's defects are a few px wide: evaluate it at its native 640 px.
+        downsampling: the VQGAN's factor f (px per code); None = the preset's
+            (PipelineSettings.downsampling).
         weights: optional local ImageNet MobileNetV2 weights (perceptual loss and features).
         backbone, backbone_weights, device: PipelineSettings.backbone / backbone_weights_path
             / device.
-        use_mask: the weighting mask W and the per-pixel / per-position statistics
-            (WeightingMaskConfig.enabled and .standardized); switch off for products without a
-            fixed position (DeepPCB: every pair is another board region).
+        position: "auto", "fixed" or "free" (WeightingMaskConfig.position): whether the
+            weighting mask W and the per-pixel / per-position statistics apply; "auto"
+            measures it on the m mask-calibration units (DeepPCB: free, every pair is another
+            board region).
         steps, iterations, classifiers, seed: the preset's training steps and search
             iterations overridden, the classifier codes (None: the preset's), the seed of the
             pair split, the role split, the training and the search.
@@ -73,11 +77,12 @@ class EvaluationConfig:
     layout: str = "auto"
     preset: str = "demo"
     size: int | None = None
+    downsampling: int | None = None
     weights: str | None = None
     backbone: str = "auto"
     backbone_weights: str | None = None
     device: str = "auto"
-    use_mask: bool = True
+    position: str = "auto"
     steps: int = 0
     iterations: int = 0
     classifiers: tuple[str, ...] | None = None
@@ -112,6 +117,18 @@ def check_dataset_path(config: EvaluationConfig) -> None:
         raise DatasetError(f"{config.dataset}: a dataset folder name may not start with . or _")
     if config.max_groups is not None and config.max_groups < 1:
         raise DatasetError(f"max_groups must be >= 1, got {config.max_groups}")
+    if config.position not in POSITIONS:
+        raise DatasetError(f"position must be one of {POSITIONS}, got {config.position!r}")
+    if config.downsampling:
+        from vqganodip_pipeline.defs.settings import PipelineSettings
+
+        settings = PipelineSettings(
+            preset=config.preset, image_size=config.size or 0, downsampling=config.downsampling
+        )
+        try:
+            settings.vqgan_configs()
+        except ValueError as exc:
+            raise DatasetError(f"--downsampling {config.downsampling}: {exc}") from exc
 
 
 def check_manifest(config: EvaluationConfig, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +172,7 @@ def _definitions(config: EvaluationConfig, out_dir: Path) -> Any:
     settings = PipelineSettings(
         preset=config.preset,
         image_size=config.size or 0,
+        downsampling=config.downsampling or 0,
         device=config.device,
         weights_path=config.weights or "",
         backbone=config.backbone,
@@ -179,9 +197,7 @@ def run_config(config: EvaluationConfig) -> dict[str, Any]:
             },
             "dataset_split": {"config": {"batches": [config.batch], "seed": config.seed}},
             "vqgan_checkpoint": {"config": {"steps": config.steps, "seed": config.seed}},
-            "weighting_mask": {
-                "config": {"enabled": config.use_mask, "standardized": config.use_mask}
-            },
+            "weighting_mask": {"config": {"position": config.position}},
             "composite_score_model": {
                 "config": {
                     "iterations": config.iterations,

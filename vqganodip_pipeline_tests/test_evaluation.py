@@ -29,6 +29,11 @@ def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path / "absent")))
     with pytest.raises(DatasetError, match="unknown layout 'coco'"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path), layout="coco"))
+    with pytest.raises(DatasetError, match="position must be one of"):
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path), position="loose"))
+    with pytest.raises(DatasetError, match=r"--downsampling 6: .*power of two"):
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=6))
+    check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=4))
     data = tmp_path / "data"
     for i in range(4):
         write_png(data / "normal" / f"{i}.png", i)

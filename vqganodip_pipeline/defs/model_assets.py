@@ -23,6 +23,7 @@ from vqganodip_pipeline.defs.resources import BatchInbox
 from vqganodip_pipeline.defs.settings import PipelineSettings
 from vqganodip_pipeline.hashing import hash_arrays, hash_strings
 from vqganodip_pipeline.localize.mask import align_to_reference
+from vqganodip_pipeline.localize.position import decide_position
 from vqganodip_pipeline.model.checkpoint import (
     VQGANCheckpoint,
     checkpoint_from_payload,
@@ -233,13 +234,21 @@ def vqgan_checkpoint_quality(
 
 
 class WeightingMaskConfig(dg.Config):
-    """The weighting mask is for fixed-position products; switch it off for others."""
+    """Per-pixel statistics for fixed-position products, measured or set (``position``)."""
 
-    enabled: bool = Field(default=True, description="the paper's W (weighted variant)")
+    position: str = Field(
+        default="auto",
+        description="auto (measured on the m units: fixed when their mean image explains at "
+        "least half their variance), fixed, or free (no weighting mask, no per-pixel or "
+        "per-position statistics: textures, loose parts)",
+    )
+    enabled: bool = Field(
+        default=True, description="the paper's W (weighted variant), at a fixed position"
+    )
     standardized: bool = Field(
         default=True,
         description="per-pixel difference and per-position feature statistics (standardized "
-        "variant)",
+        "variant), at a fixed position",
     )
     alignment: str = Field(
         default="none",
@@ -277,9 +286,16 @@ def weighting_mask(
     images = load_images(rows, preset.image_size, inbox.storage_options())
     if config.alignment != "none":
         images = np.stack([align_to_reference(im, images[0], config.alignment)[0] for im in images])
+    try:
+        position = decide_position(images, config.position)
+    except ValueError as exc:
+        raise dg.Failure(f"weighting_mask: {exc}") from exc
+    use_weights = config.enabled and position.fixed
+    standardize = config.standardized and position.fixed
+    context.log.info(f"product position: {position.describe()}")
     localize = settings.localize_config()
     extra_rows = role_rows(dataset_split, "vqgan_train", "vqgan_val")
-    uses_features = config.standardized or localize.knn_bank > 0
+    uses_features = standardize or localize.knn_bank > 0
     if not (uses_features and config.training_units_for_features):
         extra_rows = extra_rows.iloc[:0]
 
@@ -301,8 +317,8 @@ def weighting_mask(
     normal = compute_normal_variation(
         checkpoint.model,
         images,
-        use_weights=config.enabled,
-        standardize=config.standardized,
+        use_weights=use_weights,
+        standardize=standardize,
         config=localize,
         batch_size=preset.batch_size,
         backbone=choice.backbone,
@@ -312,8 +328,9 @@ def weighting_mask(
     arrays = {**normal.to_arrays(), "golden": golden_sample(images)}
     metadata: dict = {
         "m": len(rows),
-        "weighting_mask": config.enabled,
-        "standardized": config.standardized,
+        "position": position.describe(),
+        "weighting_mask": use_weights,
+        "standardized": standardize,
         "feature_statistics": "none" if normal.features is None else normal.features.backbone,
         "feature_statistics_units": 0 if normal.features is None else normal.features.count,
         "feature_covariance_shrinkage": (

@@ -10,7 +10,13 @@ import dagster as dg
 
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.metrics.table import LocalizeConfig
-from vqganodip_pipeline.model.config import TrainConfig, VQGANConfig, vqgan_preset
+from vqganodip_pipeline.model.config import (
+    TrainConfig,
+    VQGANConfig,
+    check_compatible,
+    vqgan_preset,
+    with_downsampling,
+)
 from vqganodip_pipeline.presets import Preset, get_preset
 
 
@@ -25,11 +31,14 @@ class PipelineSettings(dg.ConfigurableResource):
     ``backbone_weights_path``: the local torchvision weights file of ``vgg16`` /
     ``inception_v3`` (empty: ``weights_path``). Nothing is ever downloaded. ``image_size``:
     the working resolution (0 = the preset's; e.g. 640 keeps DeepPCB's native size, where
-    defects a few px wide would vanish at 256).
+    defects a few px wide would vanish at 256). ``downsampling``: the VQGAN's factor f, input px
+    per code (0 = the preset's, demo 8; 4 for a finer code map, see
+    :func:`~vqganodip_pipeline.model.config.with_downsampling`).
     """
 
     preset: str = "demo"
     image_size: int = 0  # working resolution in px; 0 = the preset's
+    downsampling: int = 0  # the VQGAN's f (px per code); 0 = the preset's
     device: str = "auto"
     weights_path: str = ""
     backbone: str = "auto"
@@ -44,6 +53,9 @@ class PipelineSettings(dg.ConfigurableResource):
         preset = self.get_preset()
         config, train = vqgan_preset(preset.name)
         config = replace(config, resolution=preset.image_size)
+        if self.downsampling:
+            config = with_downsampling(config, self.downsampling)
+            check_compatible(config, train)
         weights = (
             self.weights_path if self.weights_path and Path(self.weights_path).is_file() else None
         )
@@ -67,10 +79,12 @@ class PipelineSettings(dg.ConfigurableResource):
 
     def fingerprint_fields(self) -> dict[str, str]:
         """What of these settings changes results: the preset's values (its repr), the working
-        size, the backbone and the SHA-256 of each weights file. Not the device (results are
-        meant to agree across devices within tolerance) nor the work folder."""
+        size, the VQGAN's downsampling factor where it differs from the preset's (so settings
+        written before the option existed keep their fingerprint), the backbone and the SHA-256
+        of each weights file. Not the device (results are meant to agree across devices within
+        tolerance) nor the work folder."""
         preset = self.get_preset()
-        return {
+        fields = {
             "preset": preset.name,
             "preset_values": hash_strings([repr(preset)])[:12],
             "image_size": str(preset.image_size),
@@ -78,6 +92,10 @@ class PipelineSettings(dg.ConfigurableResource):
             "weights_sha256": file_digest(self.weights_path),
             "backbone_weights_sha256": file_digest(self.backbone_weights_path),
         }
+        f = self.vqgan_configs()[0].f
+        if f != vqgan_preset(preset.name)[0].f:
+            fields["downsampling"] = str(f)
+        return fields
 
     def fingerprint(self) -> str:
         """12 hex characters of :meth:`fingerprint_fields`, folded into the code versions."""
@@ -129,6 +147,7 @@ def settings_from_env(preset: str | None = None) -> PipelineSettings:
     return PipelineSettings(
         preset=preset or os.environ.get("VQGANODIP_PRESET", "demo"),
         image_size=int(os.environ.get("VQGANODIP_IMAGE_SIZE", "0") or 0),
+        downsampling=int(os.environ.get("VQGANODIP_DOWNSAMPLING", "0") or 0),
         device=os.environ.get("VQGANODIP_DEVICE", "auto"),
         weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
         backbone=os.environ.get("VQGANODIP_BACKBONE", "auto"),

@@ -38,7 +38,7 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     "vqgan_checkpoint": ("defs.model_assets", (*_MODEL, "model.train", "model.reconstruct", "viz")),
     "weighting_mask": (
         "defs.model_assets",
-        (*_MODEL, "localize.mask", "localize.feature_deviation", "viz"),
+        (*_MODEL, "localize.mask", "localize.feature_deviation", "localize.position", "viz"),
     ),
     "training_metrics": (
         "defs.metric_assets",

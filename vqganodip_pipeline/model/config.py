@@ -319,6 +319,26 @@ _PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
 PRESET_NAMES = tuple(_PRESETS)
 
 
+def with_downsampling(config: VQGANConfig, f: int) -> VQGANConfig:
+    """``config`` with the downsampling factor ``f`` (input px per code; a power of two >= 2).
+
+    The encoder keeps its first ``log2(f) + 1`` levels, or repeats its last multiplier to reach
+    them: demo's f = 8 ``ch_mult=(1, 2, 4, 4)`` becomes ``(1, 2, 4)`` at f = 4 and
+    ``(1, 2, 4, 4, 4)`` at f = 16. Attention levels that no longer exist are dropped (the middle
+    block keeps its own, at the lowest level). A smaller ``f`` gives a finer code map (64 x 64
+    codes at 256 px and f = 4): sharper reconstructions of normal detail, but a defect of a
+    few px is more easily copied through, so the trade is measured per product
+    (bench/bench_vqgan.py ``--downsampling``).
+    """
+    if f < 2 or f & (f - 1):
+        raise ValueError(f"downsampling factor f={f!r}: must be a power of two >= 2")
+    levels = f.bit_length()  # log2(f) + 1
+    ch_mult = config.ch_mult[:levels] + (config.ch_mult[-1],) * max(0, levels - len(config.ch_mult))
+    resolutions = {config.resolution // 2**i for i in range(levels)}
+    attention = tuple(r for r in config.attn_resolutions if r in resolutions)
+    return dataclasses.replace(config, ch_mult=ch_mult, attn_resolutions=attention)
+
+
 def vqgan_preset(name: str) -> tuple[VQGANConfig, TrainConfig]:
     """(architecture, training) configs of the named preset: "tiny", "demo" or "paper"."""
     if name not in _PRESETS:

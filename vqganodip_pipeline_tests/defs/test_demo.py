@@ -44,6 +44,9 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     mask_event = instance.get_latest_materialization_event(key("weighting_mask"))
     mask_metadata = mask_event.asset_materialization.metadata
     assert mask_metadata["feature_statistics_units"].value > mask_metadata["m"].value
+    # synthetic boards are measured to be at a fixed position: the mask and statistics apply
+    assert mask_metadata["position"].value.startswith("fixed (auto:")
+    assert mask_metadata["weighting_mask"].value and mask_metadata["standardized"].value
     assert all(0 <= v <= 1 for v in mask_metadata["feature_covariance_shrinkage"].value)
     scores_event = instance.get_latest_materialization_event(key("batch_scores"))
     metadata = scores_event.asset_materialization.metadata

@@ -68,6 +68,27 @@ def test_settings_move_every_version_but_the_ingestion_ones() -> None:
         assert same == name.startswith(("reference_", "batch_images", "batch_quarantine")), name
 
 
+def test_downsampling_moves_the_fingerprint_only_when_it_changes_the_vqgan() -> None:
+    demo = PipelineSettings(preset="demo")
+    same = PipelineSettings(preset="demo", downsampling=8)  # demo's own f
+    fine = PipelineSettings(preset="demo", downsampling=4)
+    assert same.fingerprint() == demo.fingerprint()
+    assert "downsampling" not in demo.fingerprint_fields()
+    assert fine.fingerprint_fields()["downsampling"] == "4"
+    assert fine.fingerprint() != demo.fingerprint()
+    config, train = fine.vqgan_configs()
+    assert (config.f, config.ch_mult, config.resolution) == (4, (1, 2, 4), 256)
+    assert train == demo.vqgan_configs()[1]
+    assert asset_code_version("vqgan_checkpoint", fine) != asset_code_version(
+        "vqgan_checkpoint", demo
+    )
+    with pytest.raises(ValueError, match="f=3: must be a power of two"):
+        PipelineSettings(preset="demo", downsampling=3).vqgan_configs()
+    # demo trains on 64 px crops: f = 128 cannot fit one, and says so
+    with pytest.raises(ValueError, match="crop_size=64 is not a multiple of the downsampling"):
+        PipelineSettings(preset="demo", downsampling=128).vqgan_configs()
+
+
 @pytest.mark.parametrize("defining", sorted({defining for defining, _ in ASSET_CODE.values()}))
 def test_asset_code_covers_every_library_module_its_dagster_module_imports(defining: str) -> None:
     # what a Dagster module imports from the library is called by one of its assets; the table

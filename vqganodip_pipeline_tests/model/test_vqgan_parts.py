@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from vqganodip_pipeline.model.config import (
     VQGANConfig,
     check_compatible,
     vqgan_preset,
+    with_downsampling,
 )
 from vqganodip_pipeline.model.discriminator import NLayerDiscriminator
 from vqganodip_pipeline.model.losses import (
@@ -272,3 +274,28 @@ def test_config_dict_round_trip_and_presets() -> None:
     paper, paper_train = vqgan_preset("paper")
     assert (paper.resolution, paper.n_embed, paper.embed_dim, paper.beta) == (1024, 2048, 512, 0.25)
     assert paper_train.pixel_loss == "mse"
+
+
+def test_with_downsampling_changes_the_code_map_and_nothing_else() -> None:
+    demo, _ = vqgan_preset("demo")
+    assert demo.f == 8 and with_downsampling(demo, 8) == demo
+    fine = with_downsampling(demo, 4)
+    assert (fine.f, fine.ch_mult) == (4, (1, 2, 4))
+    coarse = with_downsampling(demo, 16)
+    assert (coarse.f, coarse.ch_mult) == (16, (1, 2, 4, 4, 4))
+    assert dataclasses.replace(fine, ch_mult=demo.ch_mult) == demo
+    # the code map follows f: a 32 px input gives 16, 8 and 4 cells a side at f = 2, 4, 8
+    small = VQGANConfig(resolution=32, ch_mult=(1, 2, 2), attn_resolutions=(8,), **SMALL)
+    for f, cells in ((2, 16), (4, 8), (8, 4)):
+        model = build_vqgan(with_downsampling(small, f)).eval()
+        with torch.no_grad():
+            z = model.encode_latent(torch.zeros(1, 3, 32, 32))
+        assert z.shape[-2:] == (cells, cells), f
+    # attention of a level that is gone is dropped, one that remains is kept
+    paper, _ = vqgan_preset("paper")
+    assert paper.attn_resolutions == (64,) and with_downsampling(paper, 8).attn_resolutions == ()
+    assert with_downsampling(small, 4).attn_resolutions == (8,)
+    assert with_downsampling(small, 2).attn_resolutions == ()
+    for bad in (0, 1, 3, 6):
+        with pytest.raises(ValueError, match=f"f={bad}: must be a power of two >= 2"):
+            with_downsampling(demo, bad)
