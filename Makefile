@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 # CPU wheel of PyTorch; override (e.g. TORCH_SPEC="torch==2.14.1") on machines with another wheel.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# what the tests and the stack need on top: PostgreSQL storage, Playwright, the executors
+# what the tests and the stack need on top: PostgreSQL storage, Playwright, the executors,
+# the ONNX Runtime / OpenVINO inference engines
 EXTRAS_STAMP := $(VENV)/.installed-extras
 STACK_DIR ?= $(CURDIR)/.stack
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,stack,docker,k8s,celery]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,stack,docker,k8s,celery,engines]'
 	@touch $(EXTRAS_STAMP)
 
 install: $(STAMP)

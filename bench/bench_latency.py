@@ -21,9 +21,14 @@ units (weighting mask, per-pixel and per-position statistics, memory bank) as th
 mask asset fits it. Each size runs in its own subprocess, so ``peak_rss_mib`` is that size's
 whole process (Python, torch, models, statistics) at its high-water mark.
 
+``--engines torch,onnxruntime,openvino`` times each inference engine of the reconstruction
+(model/engines.py) in its own subprocess; an engine other than torch also records how far its
+reconstructions of the new units are from eager PyTorch's (``vs_torch``: largest uint8
+difference, share of pixels that differ, share of images whose metric row moved).
+
 Targets (issue 14): <= 0.15 s per 256 px image and <= 1.5 s per 1024 px image end to end on
 this 2-core CPU, peak memory <= 4 GiB. Run: ``.venv/bin/python bench/bench_latency.py
-[--quick] [--sizes 256,1024]`` -> bench/results/latency.json.
+[--quick] [--sizes 256,1024] [--engines torch,onnxruntime]`` -> bench/results/latency.json.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
+def run_size(size: int, weights: str | None, images: int, engine: str = "torch") -> dict[str, Any]:
     """Measure one size in this process (called in a subprocess)."""
     import numpy as np
     import pandas as pd
@@ -63,8 +68,10 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
     from vqganodip_pipeline.data.images import decode_image, encode_png
     from vqganodip_pipeline.data.synthetic import make_layout, render_unit
     from vqganodip_pipeline.localize.patch_distance import image_features
+    from vqganodip_pipeline.metrics.keypoints import orb_keypoint_matching
     from vqganodip_pipeline.metrics.table import image_metrics
     from vqganodip_pipeline.model.config import vqgan_preset
+    from vqganodip_pipeline.model.engines import compile_vqgan
     from vqganodip_pipeline.model.reconstruct import reconstruct
     from vqganodip_pipeline.model.tensors import images_to_tensor
     from vqganodip_pipeline.model.vqgan import build_discriminator, build_vqgan
@@ -82,7 +89,8 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
     preset = get_preset("paper" if size >= 1024 else "demo")
     config = preset.localize
     model_config, _ = vqgan_preset(preset.name)
-    model = build_vqgan(model_config, seed=0).eval()
+    torch_model = build_vqgan(model_config, seed=0).eval()
+    model = compile_vqgan(torch_model, engine)
     discriminator = build_discriminator(model_config, seed=0).eval()
     choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
     backbone = choice.backbone
@@ -151,6 +159,38 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
         peer(data, f"new_{i}.png")
         stages["peer"].append(time.perf_counter() - begin)
     medians = {name: float(np.median(values)) for name, values in stages.items()}
+
+    def compare_with_torch(units: list[bytes]) -> dict[str, float]:
+        # the same new units through eager PyTorch: how far the engine's output is from it
+        pixels = np.stack(
+            [decode_image(data, f"new_{i}.png").pixels for i, data in enumerate(units)]
+        )
+        ours = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
+        eager = reconstruct(torch_model, pixels, batch_size=1, discriminator=discriminator)
+        difference = np.abs(ours.x_hat.astype(np.int16) - eager.x_hat.astype(np.int16))
+        frame = pd.DataFrame({"image_id": [f"new_{i}.png" for i in range(len(units))]})
+        rows = {}
+        for name, result in (("engine", ours), ("torch", eager)):
+            records, _ = metric_rows(
+                frame,
+                pixels,
+                result.x_hat,
+                reconstruction_frame(result),
+                backbone,
+                normal=normal,
+                config=config,
+            )
+            rows[name] = np.array([[r[c] for c in columns] for r in records], dtype=np.float64)
+        scores = {name: classifier.predict_proba(values)[:, 1] for name, values in rows.items()}
+        moved = ~np.isclose(rows["engine"], rows["torch"], rtol=1e-6, atol=1e-9, equal_nan=True)
+        return {
+            "max_uint8_difference": int(difference.max()),
+            "share_of_pixels_differing": float((difference > 0).mean()),
+            "share_of_images_with_a_moved_metric": float(moved.any(axis=1).mean()),
+            "share_of_metric_values_moved": float(moved.mean()),
+            "max_score_difference": float(np.abs(scores["engine"] - scores["torch"]).max()),
+        }
+
     # where the time goes: the same image once more, stage by stage
     pixels = decode_image(new_units[0], "profile.png").pixels[None]
     profile: dict[str, float] = {}
@@ -168,10 +208,16 @@ def run_size(size: int, weights: str | None, images: int) -> dict[str, Any]:
     normal.features.deviation_maps(features.x, backbone.name)
     profile["feature_deviation_maps"] = time.perf_counter() - begin
     begin = time.perf_counter()
+    orb_keypoint_matching(pixels[0], result.x_hat[0], n_keypoints=config.orb_keypoints)
+    profile["orb_keypoints"] = time.perf_counter() - begin
+    begin = time.perf_counter()
     image_metrics(pixels[0], result.x_hat[0], features, {}, normal, config)
     profile["image_metrics_all"] = time.perf_counter() - begin
+    vs_torch = None if engine == "torch" else compare_with_torch(new_units)
     return {
         "size": size,
+        "engine": engine,
+        "vs_torch": vs_torch,
         "preset": preset.name,
         "backbone": choice.note,
         "images": images,
@@ -197,27 +243,37 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="256,1024", help="comma-separated sizes (8 images at 256, else 3)"
     )
+    parser.add_argument(
+        "--engines",
+        default="torch",
+        help="comma-separated inference engines of the reconstruction (torch, onnxruntime, "
+        "openvino), each in its own subprocess",
+    )
+    parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     weights = args.weights if Path(args.weights).is_file() else None
     if args.size is not None:  # child process: one size
-        print(json.dumps(run_size(args.size, weights, args.images)))
+        print(json.dumps(run_size(args.size, weights, args.images, args.engine)))
         return
     sizes_px = [int(v) for v in args.sizes.split(",")]
     plan = [(256, 2)] if args.quick else [(size, 8 if size <= 256 else 3) for size in sizes_px]
+    engines = [value.strip() for value in args.engines.split(",") if value.strip()]
     sizes = []
     for size, images in plan:
-        command = [sys.executable, __file__, "--size", str(size), "--images", str(images)]
-        command += ["--weights", args.weights]
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        sizes.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        for engine in engines:
+            command = [sys.executable, __file__, "--size", str(size), "--images", str(images)]
+            command += ["--weights", args.weights, "--engine", engine]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            sizes.append(json.loads(done.stdout.strip().splitlines()[-1]))
     name = "latency_quick" if args.quick else "latency"
     path = write_result(name, {"benchmark": __doc__.splitlines()[0], "sizes": sizes}, args.out)
     print(path)
     for entry in sizes:
         print(
-            f"{entry['size']} px: end to end {entry['seconds_per_image']['end_to_end']:.3f} s "
+            f"{entry['size']} px, {entry['engine']}: "
+            f"end to end {entry['seconds_per_image']['end_to_end']:.3f} s "
             f"(target {entry['target_s']} s), peer {entry['seconds_per_image']['peer']:.3f} s, "
             f"peak {entry['peak_rss_mib']:.0f} MiB"
         )

@@ -55,6 +55,8 @@ class EvaluationConfig:
             DeepPCB's defects are a few px wide: evaluate it at its native 640 px.
         downsampling: the VQGAN's factor f (px per code); None = the preset's
             (PipelineSettings.downsampling).
+        engine: what runs the reconstructions: ``torch``, ``onnxruntime`` or ``openvino``
+            (PipelineSettings.engine; model/engines.py).
         weights: optional local ImageNet MobileNetV2 weights (perceptual loss and features).
         backbone, backbone_weights, device: PipelineSettings.backbone / backbone_weights_path
             / device.
@@ -78,6 +80,7 @@ class EvaluationConfig:
     preset: str = "demo"
     size: int | None = None
     downsampling: int | None = None
+    engine: str = "torch"
     weights: str | None = None
     backbone: str = "auto"
     backbone_weights: str | None = None
@@ -119,6 +122,15 @@ def check_dataset_path(config: EvaluationConfig) -> None:
         raise DatasetError(f"max_groups must be >= 1, got {config.max_groups}")
     if config.position not in POSITIONS:
         raise DatasetError(f"position must be one of {POSITIONS}, got {config.position!r}")
+    from vqganodip_pipeline.model.engines import ENGINES, import_runtime
+
+    if config.engine not in ENGINES:
+        raise DatasetError(f"engine must be one of {list(ENGINES)}, got {config.engine!r}")
+    if config.engine != "torch":
+        try:
+            import_runtime(config.engine)
+        except ImportError as exc:
+            raise DatasetError(f"--engine {config.engine}: {exc}") from exc
     if config.downsampling:
         from vqganodip_pipeline.defs.settings import PipelineSettings
 
@@ -173,6 +185,7 @@ def _definitions(config: EvaluationConfig, out_dir: Path) -> Any:
         preset=config.preset,
         image_size=config.size or 0,
         downsampling=config.downsampling or 0,
+        engine=config.engine,
         device=config.device,
         weights_path=config.weights or "",
         backbone=config.backbone,

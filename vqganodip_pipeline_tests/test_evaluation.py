@@ -34,6 +34,8 @@ def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training
     with pytest.raises(DatasetError, match=r"--downsampling 6: .*power of two"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=6))
     check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=4))
+    with pytest.raises(DatasetError, match="engine must be one of"):
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path), engine="tensorrt"))
     data = tmp_path / "data"
     for i in range(4):
         write_png(data / "normal" / f"{i}.png", i)

@@ -21,6 +21,7 @@ from vqganodip_pipeline.defs.storage import StorageLocation, read_verified, stor
 from vqganodip_pipeline.hashing import hash_frame, hash_strings
 from vqganodip_pipeline.localize.mask import NormalVariation
 from vqganodip_pipeline.model.checkpoint import checkpoint_from_payload
+from vqganodip_pipeline.model.engines import compile_vqgan
 from vqganodip_pipeline.model.reconstruct import reconstruct
 from vqganodip_pipeline.pipeline import (
     assemble_table,
@@ -94,7 +95,7 @@ def training_metrics(
         throughput.update(done - throughput.done)
 
     result = compute_metric_table(
-        checkpoint.model,
+        settings.inference_model(checkpoint.model),
         checkpoint.discriminator,
         choice.backbone,
         rows,
@@ -182,6 +183,10 @@ def batch_reconstructions(
     checkpoint = checkpoint_from_payload(
         bytes_to_checkpoint(release.stored_bytes("vqgan_checkpoint"))
     )
+    # the release's engine, not the settings': a shift is reconstructed as the units that
+    # calibrated its threshold were
+    model = compile_vqgan(checkpoint.model, release.engine)
+    context.log.info(f"reconstructions by the {release.engine} engine")
     folder = reconstruction_parts_folder(context)
     parts: list[dict] = []
     mse_sum = 0.0
@@ -192,7 +197,7 @@ def batch_reconstructions(
         batch_images, preset.batch_size, preset.image_size, inbox.storage_options()
     ):
         result = reconstruct(
-            checkpoint.model,
+            model,
             images,
             batch_size=preset.batch_size,
             discriminator=checkpoint.discriminator,
@@ -218,6 +223,7 @@ def batch_reconstructions(
             "images_per_second": throughput.images_per_second,
             "mean_mse": mse_sum / len(batch_images),
             "release_id": release.release_id,
+            "engine": release.engine,
         },
     )
 

@@ -315,7 +315,7 @@ def weighting_mask(
 
     checkpoint, choice = model_bundle(vqgan_checkpoint, settings)
     normal = compute_normal_variation(
-        checkpoint.model,
+        settings.inference_model(checkpoint.model),
         images,
         use_weights=use_weights,
         standardize=standardize,

@@ -165,6 +165,12 @@ class Release:
         entry = self.manifest["artefacts"][asset]
         return read_verified(self.location, entry["path"], entry["digest"])
 
+    @property
+    def engine(self) -> str:
+        """The inference engine whose reconstructions the release was calibrated on (its
+        settings name it when it is not torch)."""
+        return str(self.manifest.get("settings", {}).get("engine", "torch"))
+
     def lineage(self) -> dict[str, str]:
         """The columns every scored row carries to name the release that decided it."""
         return {

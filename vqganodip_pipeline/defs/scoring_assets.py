@@ -439,7 +439,7 @@ def evaluation_report(
     golden = weighting_mask.get("golden")
     context.log.info(f"timing {config.end_to_end_images} holdout images one at a time")
     latency = production_latency(
-        checkpoint.model,
+        settings.inference_model(checkpoint.model),
         checkpoint.discriminator,
         choice.backbone,
         normal,

@@ -17,6 +17,8 @@ from vqganodip_pipeline.model.config import (
     vqgan_preset,
     with_downsampling,
 )
+from vqganodip_pipeline.model.engines import ENGINES, CompiledVQGAN, compile_vqgan
+from vqganodip_pipeline.model.vqgan import VQGAN
 from vqganodip_pipeline.presets import Preset, get_preset
 
 
@@ -33,12 +35,16 @@ class PipelineSettings(dg.ConfigurableResource):
     the working resolution (0 = the preset's; e.g. 640 keeps DeepPCB's native size, where
     defects a few px wide would vanish at 256). ``downsampling``: the VQGAN's factor f, input px
     per code (0 = the preset's, demo 8; 4 for a finer code map, see
-    :func:`~vqganodip_pipeline.model.config.with_downsampling`).
+    :func:`~vqganodip_pipeline.model.config.with_downsampling`). ``engine``: what runs the
+    trained VQGAN's reconstructions (``torch``; ``onnxruntime`` or ``openvino``, CPU fp32,
+    about 3x faster here: model/engines.py); every reconstruction that feeds metrics (normal
+    variation, classifier rows, new batches, the report's latency) uses it. Training is PyTorch.
     """
 
     preset: str = "demo"
     image_size: int = 0  # working resolution in px; 0 = the preset's
     downsampling: int = 0  # the VQGAN's f (px per code); 0 = the preset's
+    engine: str = "torch"  # the reconstruction's inference engine, one of model.engines.ENGINES
     device: str = "auto"
     weights_path: str = ""
     backbone: str = "auto"
@@ -68,6 +74,10 @@ class PipelineSettings(dg.ConfigurableResource):
         )
         return config, train
 
+    def inference_model(self, model: VQGAN) -> VQGAN | CompiledVQGAN:
+        """``model`` as the reconstructions run it: itself, or compiled for :attr:`engine`."""
+        return compile_vqgan(model, self.engine)
+
     def localize_config(self) -> LocalizeConfig:
         return self.get_preset().localize
 
@@ -79,8 +89,9 @@ class PipelineSettings(dg.ConfigurableResource):
 
     def fingerprint_fields(self) -> dict[str, str]:
         """What of these settings changes results: the preset's values (its repr), the working
-        size, the VQGAN's downsampling factor where it differs from the preset's (so settings
-        written before the option existed keep their fingerprint), the backbone and the SHA-256
+        size, the VQGAN's downsampling factor where it differs from the preset's and the
+        inference engine where it is not torch (so settings written before these options
+        existed keep their fingerprint), the backbone and the SHA-256
         of each weights file. Not the device (results are meant to agree across devices within
         tolerance) nor the work folder."""
         preset = self.get_preset()
@@ -95,6 +106,11 @@ class PipelineSettings(dg.ConfigurableResource):
         f = self.vqgan_configs()[0].f
         if f != vqgan_preset(preset.name)[0].f:
             fields["downsampling"] = str(f)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.engine != "torch":
+            # another runtime's rounding may flip a near-tie code: its results are its own
+            fields["engine"] = self.engine
         return fields
 
     def fingerprint(self) -> str:
@@ -148,6 +164,7 @@ def settings_from_env(preset: str | None = None) -> PipelineSettings:
         preset=preset or os.environ.get("VQGANODIP_PRESET", "demo"),
         image_size=int(os.environ.get("VQGANODIP_IMAGE_SIZE", "0") or 0),
         downsampling=int(os.environ.get("VQGANODIP_DOWNSAMPLING", "0") or 0),
+        engine=os.environ.get("VQGANODIP_ENGINE", "torch") or "torch",
         device=os.environ.get("VQGANODIP_DEVICE", "auto"),
         weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
         backbone=os.environ.get("VQGANODIP_BACKBONE", "auto"),

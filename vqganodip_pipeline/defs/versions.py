@@ -55,7 +55,7 @@ ASSET_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     "released_model": ("defs.release", ("serialization", "hashing", "viz")),
     "batch_reconstructions": (
         "defs.metric_assets",
-        (*_MODEL, "model.reconstruct", "serialization", "workflow.progress"),
+        (*_MODEL, "model.reconstruct", "model.engines", "serialization", "workflow.progress"),
     ),
     "batch_metrics": (
         "defs.metric_assets",

@@ -6,6 +6,9 @@ Images are streamed in batches of ``batch_size``: only one batch exists as a flo
 time; the result holds uint8 reconstructions and one float per image and metric. Sizes not
 divisible by the downsampling factor f are reflect-padded up to the next multiple of f and the
 reconstruction is cropped back.
+
+``model`` is a trained VQGAN or the same model compiled for another inference engine
+(model/engines.py: ONNX Runtime or OpenVINO, CPU and fp32 only); the side outputs are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqganodip_pipeline.model.engines import CompiledVQGAN
 from vqganodip_pipeline.model.quantizer import QuantizerInfo
 from vqganodip_pipeline.model.runtime import autocast, resolve_device, resolve_precision
 from vqganodip_pipeline.model.tensors import images_to_tensor, tensor_to_images
@@ -105,7 +109,9 @@ def pad_to_multiple(x: torch.Tensor, f: int) -> tuple[torch.Tensor, tuple[int, i
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (h, w)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _model_device(model: VQGAN | CompiledVQGAN) -> torch.device:
+    if isinstance(model, CompiledVQGAN):
+        return torch.device("cpu")
     return next(model.parameters()).device
 
 
@@ -119,7 +125,7 @@ class _BatchOutput:
 
 
 def iter_reconstructions(
-    model: VQGAN,
+    model: VQGAN | CompiledVQGAN,
     images: np.ndarray | Iterable[np.ndarray],
     *,
     batch_size: int = 8,
@@ -143,7 +149,7 @@ def iter_reconstructions(
 
 
 def reconstruct(
-    model: VQGAN,
+    model: VQGAN | CompiledVQGAN,
     images: np.ndarray | Iterable[np.ndarray],
     *,
     batch_size: int = 8,
@@ -168,7 +174,12 @@ def reconstruct(
     """
     target = _model_device(model) if device is None else resolve_device(device)
     resolved = resolve_precision(precision, target)
-    modules = [m for m in (model, discriminator, perceptual) if m is not None]
+    if isinstance(model, CompiledVQGAN) and (target.type != "cpu" or resolved != "fp32"):
+        raise ValueError(
+            f"the {model.engine} engine runs on the CPU in fp32; got device {target.type}, "
+            f"precision {resolved} (use engine 'torch' for those)"
+        )
+    modules = [m for m in (model, discriminator, perceptual) if isinstance(m, nn.Module)]
     modes = [m.training for m in modules]
     for m in modules:
         m.to(target).eval()
