@@ -31,7 +31,10 @@ whose path the script prints. ``--quick`` runs the tiny preset on a small synthe
 temporary folder (a smoke run; results are not comparable).
 
 Run: ``.venv/bin/python bench/bench_evaluate.py [--quick] [--only synthetic|deeppcb|elpv]
-[--seeds 0,1,2]``.
+[--seeds 0,1,2]``. A long benchmark can run one seed per process (``--seeds 1 --out
+part1.json``), so that a failure late on keeps the seeds already measured; ``--merge part0.json
+part1.json ... --out evaluate_<name>.json`` then joins the parts of one dataset and recomputes
+the spread.
 """
 
 from __future__ import annotations
@@ -242,6 +245,38 @@ def real_config(
     )
 
 
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One result from per-seed result files of one dataset: their runs joined, the spread
+    recomputed. Refuses files of another dataset, quick runs and a seed measured twice."""
+    runs: dict[str, Any] = {}
+    datasets: set[str] = set()
+    loads: dict[str, Any] = {}
+    for path in paths:
+        part = json.loads(path.read_text())
+        if "runs" not in part:
+            raise ValueError(f"{path}: not a bench_evaluate result (no 'runs'; skipped run?)")
+        if part.get("quick"):
+            raise ValueError(f"{path}: a --quick result; its figures are not comparable")
+        for seed, run in part["runs"].items():
+            if seed in runs:
+                raise ValueError(f"{path}: seed {seed} is already in an earlier file")
+            datasets.add(json.dumps(run.get("dataset", {}), sort_keys=True))
+            runs[seed] = run
+            loads[seed] = part.get("machine", {}).get("load_average_at_start")
+    if len(datasets) > 1:
+        raise ValueError(f"the files hold different datasets: {sorted(datasets)}")
+    seeds = sorted(int(seed) for seed in runs)
+    ordered = {str(seed): runs[str(seed)] for seed in seeds}
+    return {
+        "seeds": seeds,
+        "spread": spread([run["summary"] for run in ordered.values()]),
+        "runs": ordered,
+        "machine": {"load_average_at_start_by_seed": loads},
+        "quick": False,
+        "merged_from": [path.name for path in paths],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (minutes)")
@@ -252,7 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", default=None, help="comma-separated benchmark seeds (default 0,1,2; quick: 0)"
     )
     parser.add_argument("--out", default=None, help="result file (single dataset runs)")
+    parser.add_argument(
+        "--merge", nargs="+", default=None, metavar="FILE", help="join per-seed result files"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        if not args.out:
+            parser.error("--merge needs --out")
+        merged = merge([Path(path) for path in args.merge])
+        written = write_result("evaluate", merged, Path(args.out))
+        print(json.dumps(merged["spread"], indent=2))
+        print(f"[bench_evaluate] wrote {display_path(written)}")
+        return 0
     names = [args.only] if args.only else list(DATASETS)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     weights = str(WEIGHTS) if WEIGHTS.is_file() else None
