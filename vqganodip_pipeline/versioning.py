@@ -22,6 +22,7 @@ def library_versions(names: tuple[str, ...] = ()) -> dict[str, str]:
         "pandas",
         "scikit-learn",
         "scikit-image",
+        "opencv-python-headless",  # ORB keypoints (metrics/keypoints.py)
         "scipy",
         "dagster",
         *names,
