@@ -86,6 +86,12 @@ class CompiledVQGAN:
     def __init__(self, model: VQGAN, engine: str, threads: int | None = None) -> None:
         if engine not in _PACKAGES:
             raise ValueError(f"engine must be one of {list(_PACKAGES)}, got {engine!r}")
+        device = next(model.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(
+                f"the {engine} engine runs on the CPU; the VQGAN is on {device} (the device "
+                "setting): use engine 'torch' on an accelerator"
+            )
         self.model = model.eval()
         self.engine = engine
         self.threads = int(threads or torch.get_num_threads())

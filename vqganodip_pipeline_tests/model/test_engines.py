@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import replace
 
@@ -74,6 +75,10 @@ def test_compiled_engine_runs_cpu_fp32_only(modules) -> None:
     model, _ = modules
     with pytest.raises(ValueError, match="CPU in fp32"):
         reconstruct(compile_vqgan(model, "onnxruntime"), boards(64, 1), precision="bf16")
+    # a model on an accelerator (here: torch's meta device) is refused when compiled
+    elsewhere = copy.deepcopy(model).to("meta")
+    with pytest.raises(ValueError, match="runs on the CPU; the VQGAN is on meta"):
+        compile_vqgan(elsewhere, "onnxruntime")
 
 
 def test_engine_enters_the_fingerprint_and_the_release_names_it() -> None:
