@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         default="torch",
         choices=("torch", "onnxruntime", "openvino"),
-        help="what runs the VQGAN's reconstructions (onnxruntime / openvino: CPU fp32, about 1.6x "
-        "faster here; pip install -e '.[engines]')",
+        help="what runs the VQGAN's reconstructions (onnxruntime / openvino: CPU fp32, "
+        "reconstruction 1.5-2x faster here; pip install -e '.[engines]')",
     )
     evaluate.add_argument("--weights", default=None, help="local MobileNetV2 weights file")
     evaluate.add_argument(

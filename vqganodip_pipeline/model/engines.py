@@ -4,10 +4,10 @@ Training always runs in PyTorch. For reconstruction the trained VQGAN (encoder, 
 decoder) can be exported to ONNX (``torch.onnx.export``, TorchScript exporter, opset 17) and run
 by ONNX Runtime's or OpenVINO's CPU runtime, which fuse the convolutions and normalisations
 that eager PyTorch runs one by one. On this project's 2-core CPU, idle, the demo VQGAN
-reconstructed one 256 px image in 0.13 s (ONNX Runtime) and 0.14 s (OpenVINO) against 0.22 s
-for eager fp32 PyTorch; with another process on the cores, 0.25 s against 0.79 s. Their
-reconstructions differ from PyTorch's by at most one grey level in about 0.02 % of the pixels,
-which moves the composite score by under 3e-4 (``bench/bench_latency.py --engines``,
+reconstructed one 256 px image in 0.12 s (ONNX Runtime, OpenVINO) against 0.23 s for eager
+fp32 PyTorch; with another process on the cores, 0.25 s against 0.79 s. Their reconstructions
+differ from PyTorch's by at most one grey level in about 0.02 % of the pixels, which moved a
+composite score by at most 1.3e-3 (``bench/bench_latency.py --engines``,
 ``bench/results/latency.json``).
 
 The exported graph gives, per image, the reconstruction, the code map and the VQ loss, which is
