@@ -108,12 +108,9 @@ def run_size(size: int, weights: str | None, images: int, engine: str = "torch")
     fit_s = time.perf_counter() - start
     assert normal.memory is not None
 
-    def end_to_end(data: bytes, name: str) -> dict[str, Any]:
-        # the production path: decode, reconstruct, then pipeline.metric_rows
-        pixels = decode_image(data, name).pixels[None]
-        result = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
+    def metric_records(pixels: np.ndarray, result: Any, names: list[str]) -> list[dict]:
         records, _ = metric_rows(
-            pd.DataFrame({"image_id": [name]}),
+            pd.DataFrame({"image_id": names}),
             pixels,
             result.x_hat,
             reconstruction_frame(result),
@@ -121,7 +118,13 @@ def run_size(size: int, weights: str | None, images: int, engine: str = "torch")
             normal=normal,
             config=config,
         )
-        return records[0]
+        return records
+
+    def end_to_end(data: bytes, name: str) -> dict[str, Any]:
+        # the production path: decode, reconstruct, then pipeline.metric_rows
+        pixels = decode_image(data, name).pixels[None]
+        result = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
+        return metric_records(pixels, result, [name])[0]
 
     def peer(data: bytes, name: str) -> float:
         pixels = decode_image(data, name).pixels[None]
@@ -168,18 +171,10 @@ def run_size(size: int, weights: str | None, images: int, engine: str = "torch")
         ours = reconstruct(model, pixels, batch_size=1, discriminator=discriminator)
         eager = reconstruct(torch_model, pixels, batch_size=1, discriminator=discriminator)
         difference = np.abs(ours.x_hat.astype(np.int16) - eager.x_hat.astype(np.int16))
-        frame = pd.DataFrame({"image_id": [f"new_{i}.png" for i in range(len(units))]})
+        names = [f"new_{i}.png" for i in range(len(units))]
         rows = {}
         for name, result in (("engine", ours), ("torch", eager)):
-            records, _ = metric_rows(
-                frame,
-                pixels,
-                result.x_hat,
-                reconstruction_frame(result),
-                backbone,
-                normal=normal,
-                config=config,
-            )
+            records = metric_records(pixels, result, names)
             rows[name] = np.array([[r[c] for c in columns] for r in records], dtype=np.float64)
         scores = {name: classifier.predict_proba(values)[:, 1] for name, values in rows.items()}
         moved = ~np.isclose(rows["engine"], rows["torch"], rtol=1e-6, atol=1e-9, equal_nan=True)
