@@ -122,15 +122,14 @@ def check_dataset_path(config: EvaluationConfig) -> None:
         raise DatasetError(f"max_groups must be >= 1, got {config.max_groups}")
     if config.position not in POSITIONS:
         raise DatasetError(f"position must be one of {POSITIONS}, got {config.position!r}")
-    from vqganodip_pipeline.model.engines import ENGINES, import_runtime
+    from vqganodip_pipeline.model.engines import check_engine, import_runtime
 
-    if config.engine not in ENGINES:
-        raise DatasetError(f"engine must be one of {list(ENGINES)}, got {config.engine!r}")
-    if config.engine != "torch":
-        try:
+    try:
+        check_engine(config.engine)
+        if config.engine != "torch":
             import_runtime(config.engine)
-        except ImportError as exc:
-            raise DatasetError(f"--engine {config.engine}: {exc}") from exc
+    except (ValueError, ImportError) as exc:
+        raise DatasetError(f"--engine {config.engine}: {exc}") from exc
     if config.downsampling:
         from vqganodip_pipeline.defs.settings import PipelineSettings
 

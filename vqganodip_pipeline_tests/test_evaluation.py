@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,7 @@ from vqganodip_pipeline_tests.builders import write_png
 
 
 def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path / "absent")))
@@ -36,6 +37,12 @@ def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training
     check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=4))
     with pytest.raises(DatasetError, match="engine must be one of"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path), engine="tensorrt"))
+    with monkeypatch.context() as patch:  # a runtime that is not installed, before training
+        patch.setitem(sys.modules, "openvino", None)
+        with pytest.raises(
+            DatasetError, match=r"--engine openvino: .*pip install -e '\.\[engines\]'"
+        ):
+            check_dataset_path(EvaluationConfig(dataset=str(tmp_path), engine="openvino"))
     data = tmp_path / "data"
     for i in range(4):
         write_png(data / "normal" / f"{i}.png", i)

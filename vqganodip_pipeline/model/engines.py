@@ -5,10 +5,9 @@ decoder) can be exported to ONNX (``torch.onnx.export``, TorchScript exporter, o
 by ONNX Runtime's or OpenVINO's CPU runtime, which fuse the convolutions and normalisations
 that eager PyTorch runs one by one. On this project's 2-core CPU, idle, the demo VQGAN
 reconstructed one 256 px image in 0.12 s (ONNX Runtime, OpenVINO) against 0.23 s for eager
-fp32 PyTorch; with another process on the cores, 0.25 s against 0.79 s. Their reconstructions
-differ from PyTorch's by at most one grey level in about 0.02 % of the pixels, which moved a
-composite score by at most 1.3e-3 (``bench/bench_latency.py --engines``,
-``bench/results/latency.json``).
+fp32 PyTorch. Their reconstructions differ from PyTorch's by at most one grey level in about
+0.02 % of the pixels, which moved a composite score by at most 1.3e-3
+(``bench/bench_latency.py --engines``, ``bench/results/latency.json``).
 
 The exported graph gives, per image, the reconstruction, the code map and the VQ loss, which is
 all :func:`~vqganodip_pipeline.model.reconstruct.reconstruct` reads. A near tie in the
@@ -35,6 +34,12 @@ from vqganodip_pipeline.model.vqgan import VQGAN
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def check_engine(engine: str) -> None:
+    """ValueError unless ``engine`` is one of :data:`ENGINES`."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
 
 
 class _ReconstructionGraph(nn.Module):
@@ -84,8 +89,9 @@ class CompiledVQGAN:
     """
 
     def __init__(self, model: VQGAN, engine: str, threads: int | None = None) -> None:
-        if engine not in _PACKAGES:
-            raise ValueError(f"engine must be one of {list(_PACKAGES)}, got {engine!r}")
+        check_engine(engine)
+        if engine == "torch":
+            raise ValueError("engine 'torch' runs the module itself: use compile_vqgan")
         device = next(model.parameters()).device
         if device.type != "cpu":
             raise ValueError(
@@ -157,8 +163,7 @@ def import_runtime(engine: str) -> Any:
 
 def compile_vqgan(model: VQGAN, engine: str = "torch") -> VQGAN | CompiledVQGAN:
     """``model`` itself for ``engine="torch"``, else the model compiled for that runtime."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if engine == "torch":
         return model
     return CompiledVQGAN(model, engine)
