@@ -22,9 +22,11 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
     ----------
     correlation_threshold:
         A column is dropped when its absolute Pearson correlation with an earlier *kept* column
-        is strictly greater than this value (paper: 0.95). Columns are visited in input order,
-        so of a correlated pair the earlier one is kept, and a column is only dropped for a
-        partner that stays (A~B and B~C but not A~C keeps A and C). ``None`` disables the filter.
+        is strictly greater than this value (paper: 0.95). Columns are visited in input order
+        (the paper), or, with ``max_features``, from the strongest training AUROC down (ties:
+        input order), so of a correlated pair the earlier, or the stronger, one is kept; a
+        column is only dropped for a partner that stays (A~B and B~C but not A~C keeps A and
+        C). ``None`` disables the filter.
     drop_constant:
         Drop columns whose training values are all equal.
     scale:
@@ -33,7 +35,10 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         extreme.
     max_features:
         After the two filters, keep only this many columns: those whose training AUROC is
-        farthest from 0.5 (ties: input order). Needs ``y``. A few hundred metrics against a
+        farthest from 0.5 (ties: input order). Needs ``y``. The correlation filter then keeps
+        the stronger column of a correlated pair: visited in input order it could drop the best
+        metric for a weaker near-copy listed before it (e.g. ``sum`` kept over ``max``), and
+        the ranking would never see it. A few hundred metrics against a
         hundred-odd labelled images overfit most classifiers; inside a pipeline the ranking is
         refitted on every training fold, so it never sees a test fold. ``"auto"``: one metric
         per ten training images of the smaller class (the events-per-variable rule of thumb
@@ -43,7 +48,7 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
     ----------
     support_ : bool array (n_features_in_,), the kept input columns.
     auroc_ : float array (n_features_in_,), training AUROC of every column (NaN when
-        ``max_features`` is None or the column was filtered out).
+        ``max_features`` is None or the column is constant).
     constant_ : bool array (n_features_in_,), the columns dropped as constant.
     correlated_with_ : int array (n_features_in_,), for a column dropped by the correlation
         filter the index of the kept column it duplicates, else -1.
@@ -73,6 +78,20 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
         )
         correlated_with = np.full(n_features, -1, dtype=np.int64)
         candidates = np.flatnonzero(~constant)
+        auroc = np.full(n_features, np.nan)
+        limit: int | None = None
+        if self.max_features is not None:
+            if y is None:
+                raise ValueError("max_features ranks columns by AUROC and needs labels y")
+            labels = np.asarray(y)
+            if len(np.unique(labels)) != 2:
+                raise ValueError("max_features needs both classes among the training rows")
+            positive = labels == np.unique(labels)[1]
+            limit = self._feature_limit(positive)
+            # one rank pass over all columns: this runs in every fit of every search candidate
+            auroc[candidates] = auroc_columns(X[:, candidates], positive)
+            strength = np.abs(auroc[candidates] - 0.5)
+            candidates = candidates[np.argsort(-strength, kind="stable")]
         if threshold is not None and len(candidates) > 1:
             with np.errstate(invalid="ignore", divide="ignore"):
                 corr = np.abs(np.corrcoef(X[:, candidates], rowvar=False))
@@ -93,25 +112,13 @@ class MetricPreprocessor(TransformerMixin, BaseEstimator):
                 f"MetricPreprocessor: all {n_features} metric columns are constant on the "
                 f"{X.shape[0]} training rows; nothing to learn from"
             )
-        auroc = np.full(n_features, np.nan)
         self.n_features_kept_ = int(support.sum())
-        if self.max_features is not None:
-            if y is None:
-                raise ValueError("max_features ranks columns by AUROC and needs labels y")
-            labels = np.asarray(y)
-            if len(np.unique(labels)) != 2:
-                raise ValueError("max_features needs both classes among the training rows")
-            positive = labels == np.unique(labels)[1]
-            limit = self._feature_limit(positive)
-            columns = np.flatnonzero(support)
-            # one rank pass over all columns: this runs in every fit of every search candidate
-            auroc[columns] = auroc_columns(X[:, columns], positive)
-            self.n_features_kept_ = min(limit, len(columns))
-            if len(columns) > limit:
-                strength = np.abs(auroc[columns] - 0.5)
-                order = np.argsort(-strength, kind="stable")[:limit]
-                support = np.zeros(n_features, bool)
-                support[columns[order]] = True
+        if limit is not None:
+            # candidates are in ranking order: the first `limit` survivors of the filter
+            ranked = candidates[support[candidates]]
+            self.n_features_kept_ = min(limit, len(ranked))
+            support = np.zeros(n_features, bool)
+            support[ranked[:limit]] = True
         kept = X[:, support]
         self.auroc_ = auroc
         self.constant_ = constant

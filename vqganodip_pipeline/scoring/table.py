@@ -52,9 +52,9 @@ def metric_columns(
 
     A metric column is a float column whose name contains ``"__"`` and does not start with one
     of ``exclude_prefixes`` (default: ``"baseline__"`` and ``"capture__"``). Table order
-    matters: the correlation filter of
-    :class:`~vqganodip_pipeline.scoring.preprocess.MetricPreprocessor` keeps the earlier column
-    of a correlated pair.
+    matters without ``max_features``: the correlation filter of
+    :class:`~vqganodip_pipeline.scoring.preprocess.MetricPreprocessor` then keeps the earlier
+    column of a correlated pair (with it, the one of stronger training AUROC).
     """
     excluded = tuple(exclude_prefixes)
     return [

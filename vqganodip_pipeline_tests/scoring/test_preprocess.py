@@ -175,3 +175,34 @@ def test_transform_of_the_fitted_columns_equals_the_validated_path_and_checks_va
         pre.transform(broken)
     with pytest.raises(ValueError, match="feature names"):
         pre.transform(frame[frame.columns[::-1]])  # reordered: validated, refused by name
+
+
+def test_max_features_keeps_the_stronger_column_of_a_correlated_pair() -> None:
+    rng = np.random.default_rng(4)
+    y = np.array([0] * 40 + [1] * 40)
+    signal = 2.0 * y + rng.normal(size=80)
+    # "copy" is the signal seen through extra noise: r > 0.95 with it, but a weaker AUROC, and
+    # listed first, as a sum aggregate before its max
+    frame = pd.DataFrame(
+        {
+            "m__copy__sum__raw": signal + 0.2 * rng.normal(size=80),
+            "m__signal__max__raw": signal,
+            "m__other__sum__raw": 0.8 * y + rng.normal(size=80),
+            "m__noise__sum__raw": rng.normal(size=80),
+        }
+    )
+    aurocs = {name: roc_auc_score(y, frame[name]) for name in frame.columns}
+    assert aurocs["m__signal__max__raw"] > aurocs["m__copy__sum__raw"] > 0.5
+    assert frame.corr().loc["m__copy__sum__raw", "m__signal__max__raw"] > 0.95
+    ranked = MetricPreprocessor(max_features=2).fit(frame, y)
+    assert list(ranked.get_feature_names_out()) == ["m__signal__max__raw", "m__other__sum__raw"]
+    assert ranked.dropped_correlated() == {"m__copy__sum__raw": "m__signal__max__raw"}
+    # every non-constant column is ranked, the dropped copy included
+    for j, name in enumerate(frame.columns):
+        assert ranked.auroc_[j] == pytest.approx(aurocs[name])
+    # without the ranking the paper's order decides: the earlier column stays
+    paper = MetricPreprocessor().fit(frame, y)
+    assert paper.dropped_correlated() == {"m__signal__max__raw": "m__copy__sum__raw"}
+    # the best single metric baseline picks the same column as the top of the ranking
+    best = MetricPreprocessor(max_features=1).fit(frame, y)
+    assert list(best.get_feature_names_out()) == ["m__signal__max__raw"]
