@@ -147,12 +147,18 @@ def test_a_run_cancelled_through_graphql_stops_by_the_interrupt_path_and_frees_i
     # over 120 s once after the whole suite had loaded the machine
     run = wait_for("the cancelled run to end", finished, 300, stack, run_events)
     assert run.status == dg.DagsterRunStatus.CANCELED
-    failures = [
-        e
-        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        if e.dagster_event is not None
-    ]
-    assert failures, "the interrupted step must fail"
+
+    def step_failures() -> list[Any]:
+        return [
+            e
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+            if e.dagster_event is not None
+        ]
+
+    # the interrupted step must fail. Its process writes that event itself, and the run's
+    # CANCELED status can land first (seen twice in full-suite runs): give it a minute, and
+    # name the run's last events if it never comes
+    failures = wait_for("the interrupted step's STEP_FAILURE", step_failures, 60, stack, run_events)
     assert all(e.dagster_event.step_key == "vqgan_checkpoint" for e in failures)
     error = failures[0].dagster_event.step_failure_data.error
     assert error is not None and INTERRUPTED in error.to_string()
