@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel of PyTorch; override (e.g. TORCH_SPEC="torch==2.14.1") on machines with another wheel.
 TORCH_SPEC ?= torch==2.13.0
+# the package and its runtime dependencies: what `make demo` and `make ui` need
 STAMP := $(VENV)/.installed
+# the linters and test tools on top
+DEV_STAMP := $(VENV)/.installed-dev
 # what the tests and the stack need on top: PostgreSQL storage, Playwright, the executors,
 # the ONNX Runtime / OpenVINO inference engines
 EXTRAS_STAMP := $(VENV)/.installed-extras
@@ -20,8 +23,12 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(DEV_STAMP)
 
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,stack,docker,k8s,celery,engines]'
@@ -37,7 +44,7 @@ test: $(EXTRAS_STAMP)
 	$(BIN)/ruff check vqganodip_pipeline vqganodip_pipeline_tests bench
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check vqganodip_pipeline vqganodip_pipeline_tests bench
 	$(BIN)/ruff format --check vqganodip_pipeline vqganodip_pipeline_tests bench
 
