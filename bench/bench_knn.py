@@ -38,13 +38,11 @@ from bench._common import load_average, median_time, write_result
 from bench.bench_normal_fit import (
     DEFAULT_WEIGHTS,
     MOBILENET_FILE,
+    feature_backbone,
     normal_boards,
     pool_of_embeddings,
 )
 from vqganodip_pipeline.localize.nearest_neighbour import greedy_coreset, nearest_distances
-from vqganodip_pipeline.model.config import vqgan_preset
-from vqganodip_pipeline.model.vqgan import build_discriminator
-from vqganodip_pipeline.pipeline import build_backbone
 
 CASES = {"demo": (4096, 4096), "paper": (65536, 8192)}  # (queries, bank entries)
 
@@ -127,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started_load = load_average()
     repeats = 1 if args.quick else args.repeats
-    weights = args.weights if Path(args.weights).is_file() else None
-    # without the weights file: the pipeline's documented fallback (an untrained discriminator
-    # here: the timing does not depend on training)
-    discriminator = build_discriminator(vqgan_preset("demo")[0], seed=0).eval()
-    backbone = build_backbone("auto", weights_path=weights, discriminator=discriminator).backbone
+    backbone, weights = feature_backbone(args.weights)
     torch.set_num_threads(1)
     boards = normal_boards(48 if args.quick else 96, 256)
     pool = pool_of_embeddings(backbone, boards[:32] if args.quick else boards[:80], 256)

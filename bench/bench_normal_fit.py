@@ -69,6 +69,16 @@ def reference_coreset(features: torch.Tensor, size: int, seed: int = 0) -> np.nd
     return np.sort(chosen)
 
 
+def feature_backbone(weights_path: str) -> tuple[Any, str | None]:
+    """(backbone, the weights file used or None): ImageNet MobileNetV2 from ``weights_path`` when
+    the file exists, else the pipeline's documented fallback, the VQGAN discriminator's features
+    (an untrained one here: the timings do not depend on training)."""
+    weights = weights_path if Path(weights_path).is_file() else None
+    discriminator = build_discriminator(vqgan_preset("demo")[0], seed=0).eval()
+    choice = build_backbone("auto", weights_path=weights, discriminator=discriminator)
+    return choice.backbone, weights
+
+
 def normal_boards(n: int, size: int) -> np.ndarray:
     layout = make_layout(0)
     return np.stack([render_unit(layout, size=size, seed=300 + i)[0] for i in range(n)])
@@ -153,11 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     positions = args.positions or localize.knn_positions
     bank = args.bank or (256 if args.quick else localize.knn_bank)
     repeats = 1 if args.quick else args.repeats
-    weights = args.weights if Path(args.weights).is_file() else None
-    # without the weights file: the pipeline's documented fallback, the VQGAN discriminator's
-    # features (here an untrained one: the timing does not depend on training)
-    discriminator = build_discriminator(vqgan_preset("demo")[0], seed=0).eval()
-    backbone = build_backbone("auto", weights_path=weights, discriminator=discriminator).backbone
+    backbone, weights = feature_backbone(args.weights)
     boards = normal_boards(units, 256)
     pool = pool_of_embeddings(backbone, boards, positions)
     coreset = bench_coreset(pool, bank, repeats)
