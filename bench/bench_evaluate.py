@@ -44,6 +44,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", default=None, help="comma-separated benchmark seeds (default 0,1,2; quick: 0)"
     )
+    parser.add_argument(
+        "--backbone-layers",
+        default="",
+        help="MobileNetV2 blocks (PipelineSettings.backbone_layers; default: the library's 3,6); "
+        "set, the kept synthetic report folder is not replaced",
+    )
     parser.add_argument("--out", default=None, help="result file (single dataset runs)")
     parser.add_argument(
         "--merge", nargs="+", default=None, metavar="FILE", help="join per-seed result files"
@@ -320,12 +327,16 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 groups = args.elpv_cells if name == "elpv" else args.deeppcb_pairs
                 config, spec = configs(name, seed, args.quick, scratch, weights, groups)
+                if args.backbone_layers:
+                    config = replace(config, backbone_layers=args.backbone_layers)
+                    spec = {**spec, "backbone_layers": args.backbone_layers}
                 out = scratch / f"report_{name}_seed{seed}"
                 runs[str(seed)] = run_one(name, config, out)
                 runs[str(seed)]["dataset"] = spec
                 # DeepPCB's and ELPV's licences keep their images (shown in the figures) out
                 # of the repository; the first synthetic seed's report folder is kept
-                if not args.quick and name == "synthetic" and seed == seeds[0]:
+                kept_run = not args.quick and not args.backbone_layers
+                if kept_run and name == "synthetic" and seed == seeds[0]:
                     kept = RESULTS_DIR / "evaluate_synthetic"
                     shutil.rmtree(kept, ignore_errors=True)
                     kept.mkdir(parents=True)

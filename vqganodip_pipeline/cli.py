@@ -51,6 +51,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         weights=args.weights,
         backbone=args.backbone,
         backbone_weights=args.backbone_weights,
+        backbone_layers=args.backbone_layers,
         device=args.device,
         position=args.position,
         steps=args.steps,
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone-weights",
         default=None,
         help="local torchvision weights file of vgg16 / inception_v3 (default: --weights)",
+    )
+    evaluate.add_argument(
+        "--backbone-layers",
+        default="",
+        help="MobileNetV2 feature blocks, comma-separated (default: 3,6; 3,6,10 adds a stride-16 "
+        "map: bench/README.md)",
     )
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     evaluate.add_argument(

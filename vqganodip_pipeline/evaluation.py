@@ -58,8 +58,8 @@ class EvaluationConfig:
         engine: what runs the reconstructions: ``torch``, ``onnxruntime`` or ``openvino``
             (PipelineSettings.engine; model/engines.py).
         weights: optional local ImageNet MobileNetV2 weights (perceptual loss and features).
-        backbone, backbone_weights, device: PipelineSettings.backbone / backbone_weights_path
-            / device.
+        backbone, backbone_weights, backbone_layers, device: PipelineSettings.backbone /
+            backbone_weights_path / backbone_layers / device.
         position: "auto", "fixed" or "free" (WeightingMaskConfig.position): whether the
             weighting mask W and the per-pixel / per-position statistics apply; "auto"
             measures it on the m mask-calibration units (DeepPCB: free, every pair is another
@@ -84,6 +84,7 @@ class EvaluationConfig:
     weights: str | None = None
     backbone: str = "auto"
     backbone_weights: str | None = None
+    backbone_layers: str = ""
     device: str = "auto"
     position: str = "auto"
     steps: int = 0
@@ -130,9 +131,13 @@ def check_dataset_path(config: EvaluationConfig) -> None:
             import_runtime(config.engine)
     except (ValueError, ImportError) as exc:
         raise DatasetError(f"--engine {config.engine}: {exc}") from exc
-    if config.downsampling:
-        from vqganodip_pipeline.defs.settings import PipelineSettings
+    from vqganodip_pipeline.defs.settings import PipelineSettings
 
+    try:
+        PipelineSettings(backbone_layers=config.backbone_layers).backbone_layer_indices()
+    except ValueError as exc:
+        raise DatasetError(f"--backbone-layers: {exc}") from exc
+    if config.downsampling:
         settings = PipelineSettings(
             preset=config.preset, image_size=config.size or 0, downsampling=config.downsampling
         )
@@ -189,6 +194,7 @@ def _definitions(config: EvaluationConfig, out_dir: Path) -> Any:
         weights_path=config.weights or "",
         backbone=config.backbone,
         backbone_weights_path=config.backbone_weights or "",
+        backbone_layers=config.backbone_layers,
         work_dir=os.environ.get("VQGANODIP_WORK", str(out_dir / "work")),
     )
     return build_definitions(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ def build_backbone(
     weights_path: str | Path | None,
     discriminator: Any | None,
     encoder: Any | None = None,
+    layers: Sequence[int] | None = None,
 ) -> BackboneChoice:
     """The perceptual backbone for patch distances.
 
@@ -64,9 +65,13 @@ def build_backbone(
     ``vgg16`` and ``inception_v3`` load their ImageNet weights from ``weights_path`` (a local
     torchvision-layout state dict; a missing file is an error naming the path);
     ``vqgan_discriminator`` and ``vqgan_encoder`` use the trained model's own networks.
+    ``layers``: MobileNetV2's feature blocks (None: 3 and 6, strides 4 and 8); an error for any
+    other backbone, including ``auto`` when it falls back for want of the weights file.
     """
     if name not in ("auto", *BACKBONES):
         raise ValueError(f"unknown backbone {name!r}; expected auto or one of {BACKBONES}")
+    if layers is not None and name not in ("auto", "mobilenet_v2"):
+        raise ValueError(f"backbone layers {tuple(layers)} are MobileNetV2 blocks, not {name}'s")
     imagenet = {
         "mobilenet_v2": MobileNetBackbone,
         "vgg16": VGG16Backbone,
@@ -77,8 +82,16 @@ def build_backbone(
     if name in imagenet:
         if not weights_path:
             raise FileNotFoundError(f"backbone {name} needs a local weights file (weights_path)")
-        backbone: FeatureBackbone = imagenet[name](weights_path)
+        if layers is not None:
+            backbone: FeatureBackbone = MobileNetBackbone(weights_path, layers=tuple(layers))
+        else:
+            backbone = imagenet[name](weights_path)
         return BackboneChoice(backbone, f"{backbone.name} from {weights_path}")
+    if layers is not None:
+        raise ValueError(
+            f"backbone layers {tuple(layers)} need MobileNetV2, but its weights file "
+            f"{weights_path or '(none)'} was not found: auto would fall back to the discriminator"
+        )
     if name == "vqgan_encoder":
         if encoder is None:
             raise ValueError("the vqgan_encoder backbone needs the trained VQGAN encoder")

@@ -35,6 +35,9 @@ def test_missing_path_unknown_layout_and_no_abnormal_images_fail_before_training
     with pytest.raises(DatasetError, match=r"--downsampling 6: .*power of two"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=6))
     check_dataset_path(EvaluationConfig(dataset=str(tmp_path), downsampling=4))
+    with pytest.raises(DatasetError, match=r"--backbone-layers: .*'3,,6'"):
+        check_dataset_path(EvaluationConfig(dataset=str(tmp_path), backbone_layers="3,,6"))
+    check_dataset_path(EvaluationConfig(dataset=str(tmp_path), backbone_layers="3,6,10"))
     with pytest.raises(DatasetError, match="engine must be one of"):
         check_dataset_path(EvaluationConfig(dataset=str(tmp_path), engine="tensorrt"))
     with monkeypatch.context() as patch:  # a runtime that is not installed, before training

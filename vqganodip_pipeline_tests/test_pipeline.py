@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from vqganodip_pipeline.data.synthetic import generate_images
 from vqganodip_pipeline.features.backbones import DiscriminatorBackbone, MobileNetBackbone
@@ -54,6 +55,26 @@ def test_mobilenet_is_used_when_its_weights_exist(tiny_model, mobilenet_weights:
     choice = build_backbone("auto", weights_path=mobilenet_weights, discriminator=None)
     assert isinstance(choice.backbone, MobileNetBackbone)
     assert choice.backbone.strides == (4, 8)
+    deeper = build_backbone(
+        "mobilenet_v2", weights_path=mobilenet_weights, discriminator=None, layers=(3, 6, 10)
+    ).backbone
+    assert deeper.strides == (4, 8, 16) and deeper.name == "mobilenet_v2[3,6,10]"
+    maps = deeper.feature_maps(torch.zeros(1, 3, 64, 64))
+    assert [tuple(m.shape[1:]) for m in maps] == [(24, 16, 16), (32, 8, 8), (64, 4, 4)]
+    with pytest.raises(ValueError, match="out of range"):
+        build_backbone("auto", weights_path=mobilenet_weights, discriminator=None, layers=(3, 19))
+
+
+def test_backbone_layers_are_refused_where_mobilenet_is_not_used(tiny_model, tmp_path) -> None:
+    _, discriminator = tiny_model
+    with pytest.raises(ValueError, match="MobileNetV2 blocks, not vqgan_discriminator"):
+        build_backbone(
+            "vqgan_discriminator", weights_path=None, discriminator=discriminator, layers=(3, 6)
+        )
+    # auto without the weights file would fall back to the discriminator: said, not ignored
+    missing = tmp_path / "absent.pt"
+    with pytest.raises(ValueError, match=f"weights file {missing} was not found"):
+        build_backbone("auto", weights_path=missing, discriminator=discriminator, layers=(3, 6))
 
 
 def test_metric_table_streams_batches_and_counts_hits(tiny_model) -> None:

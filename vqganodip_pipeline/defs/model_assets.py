@@ -48,6 +48,7 @@ def model_bundle(
         weights_path=settings.backbone_weights(),
         discriminator=checkpoint.discriminator,
         encoder=checkpoint.model.encoder,
+        layers=settings.backbone_layer_indices(),
     )
     return checkpoint, choice
 

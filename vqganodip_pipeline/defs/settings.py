@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from vqganodip_pipeline.features.backbones import DEFAULT_MOBILENET_LAYERS
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.metrics.table import LocalizeConfig
 from vqganodip_pipeline.model.config import (
@@ -31,7 +32,9 @@ class PipelineSettings(dg.ConfigurableResource):
     ``backbone``: the patch/feature backbone (``auto``, ``mobilenet_v2``, ``vgg16``,
     ``inception_v3``, ``vqgan_discriminator``, ``vqgan_encoder``);
     ``backbone_weights_path``: the local torchvision weights file of ``vgg16`` /
-    ``inception_v3`` (empty: ``weights_path``). Nothing is ever downloaded. ``image_size``:
+    ``inception_v3`` (empty: ``weights_path``). ``backbone_layers``: MobileNetV2's feature blocks
+    as comma-separated indices (empty: 3,6, strides 4 and 8; e.g. 3,6,10 adds a stride-16 map:
+    bench/README.md, backbone layers). Nothing is ever downloaded. ``image_size``:
     the working resolution (0 = the preset's; e.g. 640 keeps DeepPCB's native size, where
     defects a few px wide would vanish at 256). ``downsampling``: the VQGAN's factor f, input px
     per code (0 = the preset's, demo 8; 4 for a finer code map, see
@@ -50,6 +53,7 @@ class PipelineSettings(dg.ConfigurableResource):
     weights_path: str = ""
     backbone: str = "auto"
     backbone_weights_path: str = ""
+    backbone_layers: str = ""  # MobileNetV2 blocks, e.g. "3,6,10"; empty = 3,6
     work_dir: str = ".vqganodip_work"
 
     def get_preset(self) -> Preset:
@@ -88,11 +92,32 @@ class PipelineSettings(dg.ConfigurableResource):
     def backbone_weights(self) -> str | None:
         return self.backbone_weights_path or self.weights()
 
+    def backbone_layer_indices(self) -> tuple[int, ...] | None:
+        """:attr:`backbone_layers` as block indices (None when empty); a value that is not a
+        comma-separated list of distinct MobileNetV2 blocks (0..18) is a ``ValueError``."""
+        text = self.backbone_layers.strip()
+        if not text:
+            return None
+        try:
+            layers = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"backbone_layers {self.backbone_layers!r}: expected comma-separated block "
+                "indices such as 3,6,10"
+            ) from None
+        if len(set(layers)) != len(layers) or not all(0 <= i <= 18 for i in layers):
+            raise ValueError(
+                f"backbone_layers {self.backbone_layers!r}: MobileNetV2's blocks are 0..18, "
+                "each named once"
+            )
+        return layers
+
     def fingerprint_fields(self) -> dict[str, str]:
         """What of these settings changes results: the preset's values (its repr), the working
-        size, the VQGAN's downsampling factor where it differs from the preset's and the
-        inference engine where it is not torch (so settings written before these options
-        existed keep their fingerprint), the backbone and the SHA-256
+        size, the VQGAN's downsampling factor where it differs from the preset's, MobileNetV2's
+        blocks where they are not 3,6 and the inference engine where it is not torch (so
+        settings written before these options existed keep their fingerprint), the backbone
+        and the SHA-256
         of each weights file. Not the device (results are meant to agree across devices within
         tolerance) nor the work folder."""
         preset = self.get_preset()
@@ -107,6 +132,9 @@ class PipelineSettings(dg.ConfigurableResource):
         f = self.vqgan_configs()[0].f
         if f != vqgan_preset(preset.name)[0].f:
             fields["downsampling"] = str(f)
+        layers = self.backbone_layer_indices()
+        if layers is not None and layers != DEFAULT_MOBILENET_LAYERS:
+            fields["backbone_layers"] = ",".join(map(str, layers))
         check_engine(self.engine)
         if self.engine != "torch":
             # another runtime's rounding may flip a near-tie code: its results are its own
@@ -169,5 +197,6 @@ def settings_from_env(preset: str | None = None) -> PipelineSettings:
         weights_path=os.environ.get("VQGANODIP_WEIGHTS", ""),
         backbone=os.environ.get("VQGANODIP_BACKBONE", "auto"),
         backbone_weights_path=os.environ.get("VQGANODIP_BACKBONE_WEIGHTS", ""),
+        backbone_layers=os.environ.get("VQGANODIP_BACKBONE_LAYERS", ""),
         work_dir=os.environ.get("VQGANODIP_WORK", ".vqganodip_work"),
     )

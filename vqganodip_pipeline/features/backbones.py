@@ -41,12 +41,23 @@ class FeatureBackbone(Protocol):
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]: ...
 
 
+# MobileNetV2's feature blocks used unless PipelineSettings.backbone_layers says otherwise
+DEFAULT_MOBILENET_LAYERS: tuple[int, ...] = (3, 6)
+
+
 class MobileNetBackbone:
     """ImageNet MobileNetV2 feature blocks ``layers`` (default 3 and 6: strides 4 and 8)."""
 
-    def __init__(self, weights_path: str | Path, layers: Sequence[int] = (3, 6)) -> None:
-        self.model = load_mobilenet_v2(weights_path)
+    def __init__(
+        self, weights_path: str | Path, layers: Sequence[int] = DEFAULT_MOBILENET_LAYERS
+    ) -> None:
         self.layers = tuple(int(i) for i in layers)
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"MobileNetV2 layers must be distinct blocks, got {self.layers}")
+        bad = [i for i in self.layers if not 0 <= i < len(FEATURE_STRIDES)]
+        if bad:
+            raise ValueError(f"MobileNetV2 layers {bad} out of range: blocks are 0..18")
+        self.model = load_mobilenet_v2(weights_path)
         self.strides = tuple(FEATURE_STRIDES[i] for i in self.layers)
         self.name = "mobilenet_v2[" + ",".join(str(i) for i in self.layers) + "]"
 

@@ -89,6 +89,24 @@ def test_downsampling_moves_the_fingerprint_only_when_it_changes_the_vqgan() -> 
         PipelineSettings(preset="demo", downsampling=128).vqgan_configs()
 
 
+def test_backbone_layers_move_the_fingerprint_only_when_they_differ_from_the_default() -> None:
+    demo = PipelineSettings(preset="demo")
+    same = PipelineSettings(preset="demo", backbone_layers="3,6")
+    deeper = PipelineSettings(preset="demo", backbone_layers=" 3, 6 ,10")
+    assert demo.backbone_layer_indices() is None
+    assert deeper.backbone_layer_indices() == (3, 6, 10)
+    assert same.fingerprint() == demo.fingerprint()
+    assert "backbone_layers" not in demo.fingerprint_fields()
+    assert deeper.fingerprint_fields()["backbone_layers"] == "3,6,10"
+    assert deeper.fingerprint() != demo.fingerprint()
+    assert asset_code_version("weighting_mask", deeper) != asset_code_version(
+        "weighting_mask", demo
+    )
+    for bad, reason in (("3,x", "comma-separated"), ("3,19", "0..18"), ("6,6", "each named once")):
+        with pytest.raises(ValueError, match=reason):
+            PipelineSettings(backbone_layers=bad).backbone_layer_indices()
+
+
 @pytest.mark.parametrize("defining", sorted({defining for defining, _ in ASSET_CODE.values()}))
 def test_asset_code_covers_every_library_module_its_dagster_module_imports(defining: str) -> None:
     # what a Dagster module imports from the library is called by one of its assets; the table
