@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from vqganodip_pipeline.features.backbones import DEFAULT_MOBILENET_LAYERS
+from vqganodip_pipeline.features.mobilenet import NUM_FEATURE_BLOCKS
 from vqganodip_pipeline.hashing import hash_strings
 from vqganodip_pipeline.metrics.table import LocalizeConfig
 from vqganodip_pipeline.model.config import (
@@ -105,10 +106,10 @@ class PipelineSettings(dg.ConfigurableResource):
                 f"backbone_layers {self.backbone_layers!r}: expected comma-separated block "
                 "indices such as 3,6,10"
             ) from None
-        if len(set(layers)) != len(layers) or not all(0 <= i <= 18 for i in layers):
+        if len(set(layers)) != len(layers) or not all(0 <= i < NUM_FEATURE_BLOCKS for i in layers):
             raise ValueError(
-                f"backbone_layers {self.backbone_layers!r}: MobileNetV2's blocks are 0..18, "
-                "each named once"
+                f"backbone_layers {self.backbone_layers!r}: MobileNetV2's blocks are "
+                f"0..{NUM_FEATURE_BLOCKS - 1}, each named once"
             )
         return layers
 
