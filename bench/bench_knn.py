@@ -11,8 +11,8 @@ matrix product each, torch float32). Measured against, in the same process:
 
 Two cases at the presets' sizes: ``demo`` (one 256 px board: 4096 queries, a bank of 4096) and
 ``paper`` (65536 queries, as one 1024 px board, a bank of 8192). Bank and queries are real
-embeddings: MobileNetV2 features of synthetic normal boards (the bank: a greedy coreset of their
-pool, as ``fit_memory_bank`` builds it) and of other boards (the queries). Times are medians over
+embeddings: MobileNetV2 features of synthetic normal boards (the bank: ``fit_memory_bank`` of 80
+boards, 256 positions each) and of other boards (the queries). Times are medians over
 ``--repeats`` runs in milliseconds, at 1 and 2 threads; ratio = torch / other (higher = the other
 is faster). faiss-cpu is not a dependency of the package: without it only torch is timed.
 
@@ -40,9 +40,12 @@ from bench.bench_normal_fit import (
     MOBILENET_FILE,
     feature_backbone,
     normal_boards,
-    pool_of_embeddings,
 )
-from vqganodip_pipeline.localize.nearest_neighbour import greedy_coreset, nearest_distances
+from vqganodip_pipeline.localize.nearest_neighbour import (
+    draw_embeddings,
+    fit_memory_bank,
+    nearest_distances,
+)
 
 CASES = {"demo": (4096, 4096), "paper": (65536, 8192)}  # (queries, bank entries)
 
@@ -60,9 +63,8 @@ def _squared_nearest(index: Any, queries: np.ndarray) -> np.ndarray:
 
 
 def run_case(
-    name: str, pool: torch.Tensor, queries: torch.Tensor, bank_size: int, repeats: int
+    name: str, bank: torch.Tensor, queries: torch.Tensor, repeats: int
 ) -> list[dict[str, Any]]:
-    bank = pool[torch.from_numpy(greedy_coreset(pool, bank_size))].contiguous()
     faiss = _faiss()
     rows = []
     for threads in (1, 2):
@@ -128,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     backbone, weights = feature_backbone(args.weights)
     torch.set_num_threads(1)
     boards = normal_boards(48 if args.quick else 96, 256)
-    pool = pool_of_embeddings(backbone, boards[:32] if args.quick else boards[:80], 256)
-    queries = pool_of_embeddings(backbone, boards[-16:], 4096)
-    rows = []
+    bank_units = boards[:32] if args.quick else boards[:80]
+    queries = draw_embeddings(backbone, boards[-16:], positions=4096, batch_size=16)[0]
+    rows, pool = [], len(bank_units) * 256  # positions drawn for the bank
     for name, (n_queries, bank_size) in CASES.items():
         if args.quick and name != "demo":
             continue
-        rows += run_case(name, pool, queries[:n_queries], min(bank_size, len(pool)), repeats)
+        # the library's own bank: 256 positions per unit, then the greedy coreset
+        memory = fit_memory_bank(backbone, bank_units, size=bank_size, positions=256, batch_size=16)
+        bank = torch.from_numpy(memory.bank)
+        rows += run_case(name, bank, queries[:n_queries], repeats)
     for row in rows:
         line = (
             f"{row['case']:>5} {row['queries']:>6} queries x {row['bank']} bank, "
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": weights or "none: the untrained VQGAN discriminator's features",
         "faiss": faiss.__version__ if faiss is not None else "not installed",
         "repeats": repeats,
-        "pool": list(pool.shape),
+        "pool": pool,
         "rows": rows,
         "machine": {"load_average_at_start": started_load},
     }

@@ -9,7 +9,7 @@ replaced, in the same process:
   |p|^2 + |c|^2 - 2 p.c, one matrix-vector product) against the same loop with the distances
   computed by subtraction, ``((points - c) ** 2).sum(1)``, on a pool of ``--units`` x
   ``--positions`` real embeddings (MobileNetV2 features of synthetic normal boards, locally
-  aggregated as the bank's, ``localize.nearest_neighbour.embed``) and a bank of ``--bank``
+  drawn as the bank's pool, ``localize.nearest_neighbour.draw_embeddings``) and a bank of ``--bank``
   entries (the demo preset's sizes by default). Correctness: the share of picks the two share
   and the first pick where they part (a float32 near tie).
 * ``moments``: the per-position sum of outer products of the feature-deviation statistics
@@ -39,9 +39,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import REPO_ROOT, load_average, median_time, write_result
-from vqganodip_pipeline.data.synthetic import make_layout, render_unit
+from vqganodip_pipeline.data.synthetic import generate_images
 from vqganodip_pipeline.localize.feature_deviation import _joint_layout, joint_feature_map
-from vqganodip_pipeline.localize.nearest_neighbour import embed, greedy_coreset
+from vqganodip_pipeline.localize.nearest_neighbour import draw_embeddings, greedy_coreset
 from vqganodip_pipeline.model.config import vqgan_preset
 from vqganodip_pipeline.model.tensors import images_to_tensor
 from vqganodip_pipeline.model.vqgan import build_discriminator
@@ -80,24 +80,8 @@ def feature_backbone(weights_path: str) -> tuple[Any, str | None]:
 
 
 def normal_boards(n: int, size: int) -> np.ndarray:
-    layout = make_layout(0)
-    return np.stack([render_unit(layout, size=size, seed=300 + i)[0] for i in range(n)])
-
-
-def pool_of_embeddings(backbone: Any, boards: np.ndarray, positions: int) -> torch.Tensor:
-    """``positions`` embeddings drawn at random (seed 0) from each board, as the bank's pool."""
-    generator = torch.Generator().manual_seed(0)
-    drawn = []
-    for start in range(0, len(boards), 16):
-        with torch.no_grad():
-            embedding, _ = embed(
-                backbone.feature_maps(images_to_tensor(boards[start : start + 16])),
-                backbone.strides,
-            )
-        vectors = embedding.reshape(*embedding.shape[:2], -1).transpose(1, 2)
-        for unit in vectors:
-            drawn.append(unit[torch.randperm(unit.shape[0], generator=generator)[:positions]])
-    return torch.cat(drawn)
+    """``n`` synthetic normal boards (``data.synthetic.generate_images``, seed 300)."""
+    return generate_images(n, 0, size=size, seed=300).images
 
 
 def bench_coreset(pool: torch.Tensor, bank: int, repeats: int) -> dict[str, Any]:
@@ -165,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else args.repeats
     backbone, weights = feature_backbone(args.weights)
     boards = normal_boards(units, 256)
-    pool = pool_of_embeddings(backbone, boards, positions)
+    pool = draw_embeddings(backbone, boards, positions=positions, batch_size=16)[0]
     coreset = bench_coreset(pool, bank, repeats)
     moments = bench_moments(backbone, boards[:16], repeats)
     print(

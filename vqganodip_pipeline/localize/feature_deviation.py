@@ -290,7 +290,7 @@ def fit_feature_statistics(
                 squared_norm = (vectors**2).sum(axis=2)  # (n, P)
                 moments[i][0] += vectors.sum(axis=0)
                 # per-position sum of outer products as one batched product (torch.bmm, float64):
-                # 4-8x faster than np.einsum at the demo's maps (bench/bench_normal_fit.py)
+                # 3-8x faster than np.einsum at the demo's maps (bench/bench_normal_fit.py)
                 per_position = torch.from_numpy(vectors.transpose(1, 0, 2))  # (P, n, C)
                 moments[i][1] += torch.bmm(per_position.transpose(1, 2), per_position).numpy()
                 moments[i][2] += (squared_norm[:, :, None] * vectors).sum(axis=0)

@@ -24,8 +24,8 @@ Nearest neighbours are exact, by blocks of queries against the whole bank with o
 product each (torch, float32). At 256 px the map of 4096 queries against 3072 entries of 56
 channels takes about 0.04 s on one core (0.13 s before the product was fused and the blocks
 made small). faiss-cpu, measured against it on real embeddings (bench/bench_knn.py): its exact
-``IndexFlatL2`` is 1.5-1.8x faster (28 -> 18 ms at the demo's 4096 x 4096, 1.07 -> 0.58 s at the
-paper's 65536 x 8192, one thread) and its HNSW graph 1.1-2.9x slower at these bank sizes; a
+``IndexFlatL2`` is 1.6-1.7x faster (28 -> 18 ms at the demo's 4096 x 4096, 0.91 -> 0.53 s at the
+paper's 65536 x 8192, one thread) and its HNSW graph 1.4-2.9x slower at these bank sizes; a
 dependency for ~10 ms of a 256 px image's ~0.3 s, so not taken.
 """
 
@@ -101,7 +101,7 @@ def greedy_coreset(
         points = points @ (matrix / np.sqrt(projection))
     # squared distances to a pick as |p|^2 + |c|^2 - 2 p.c: one matrix-vector product per pick
     # and no (N, C) temporary; the same picks up to a float32 near tie (bench/bench_normal_fit.py:
-    # the demo's 58880 x 56 pool to 4096 entries 1.1 s against 5.3 s by subtraction, one core)
+    # the demo's 58880 x 56 pool to 4096 entries 1.0 s against 5.0 s by subtraction, one core)
     squared = (points * points).sum(1)
 
     def squared_distances(index: int) -> torch.Tensor:
@@ -177,25 +177,19 @@ class MemoryBank:
 
 
 @torch.no_grad()
-def fit_memory_bank(
+def draw_embeddings(
     backbone: FeatureBackbone,
     images: np.ndarray | Iterable[np.ndarray],
     *,
-    size: int,
     positions: int,
     batch_size: int = 8,
     seed: int = 0,
-) -> MemoryBank:
-    """The coreset memory bank of normal images: one (n, H, W, 3) ``uint8`` array or an
-    iterable of them (read once, chunk by chunk).
-
-    Args:
-        size: M, bank entries kept by the greedy coreset.
-        positions: positions drawn at random from each image before the coreset (the pool is
-            n x positions: it bounds memory and fitting time).
-    """
-    if size < 1 or positions < 1:
-        raise ValueError(f"memory bank size and positions must be >= 1, got {size}, {positions}")
+) -> tuple[torch.Tensor, int, int]:
+    """(pool (N, C) float32, the embedding grid's stride in px, units seen): ``positions``
+    PatchCore embeddings drawn at random (``seed``) from each of the normal images, one
+    (n, H, W, 3) ``uint8`` array or an iterable of them (read once, chunk by chunk)."""
+    if positions < 1:
+        raise ValueError(f"positions must be >= 1, got {positions}")
     sets = [images] if isinstance(images, np.ndarray) else images
     generator = torch.Generator().manual_seed(seed)
     drawn: list[torch.Tensor] = []
@@ -214,7 +208,31 @@ def fit_memory_bank(
             seen += n
     if not drawn:
         raise ValueError("the memory bank needs at least one normal image, got none")
-    candidates = torch.cat(drawn)
+    return torch.cat(drawn), stride, seen
+
+
+def fit_memory_bank(
+    backbone: FeatureBackbone,
+    images: np.ndarray | Iterable[np.ndarray],
+    *,
+    size: int,
+    positions: int,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> MemoryBank:
+    """The coreset memory bank of normal images: one (n, H, W, 3) ``uint8`` array or an
+    iterable of them (read once, chunk by chunk).
+
+    Args:
+        size: M, bank entries kept by the greedy coreset.
+        positions: positions drawn at random from each image before the coreset (the pool is
+            n x positions: it bounds memory and fitting time; :func:`draw_embeddings`).
+    """
+    if size < 1 or positions < 1:
+        raise ValueError(f"memory bank size and positions must be >= 1, got {size}, {positions}")
+    candidates, stride, seen = draw_embeddings(
+        backbone, images, positions=positions, batch_size=batch_size, seed=seed
+    )
     chosen = greedy_coreset(candidates, size, seed=seed)
     return MemoryBank(
         backbone=backbone.name,

@@ -6,6 +6,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
+from vqganodip_pipeline.scoring.baselines import BestSingleMetric
 from vqganodip_pipeline.scoring.preprocess import MetricPreprocessor
 from vqganodip_pipeline.scoring.table import labels_to_y, metric_columns
 from vqganodip_pipeline_tests.scoring.tables import make_metric_table
@@ -203,6 +204,7 @@ def test_max_features_keeps_the_stronger_column_of_a_correlated_pair() -> None:
     # without the ranking the paper's order decides: the earlier column stays
     paper = MetricPreprocessor().fit(frame, y)
     assert paper.dropped_correlated() == {"m__signal__max__raw": "m__copy__sum__raw"}
-    # the best single metric baseline picks the same column as the top of the ranking
+    # one column kept is the best single metric baseline's column
     best = MetricPreprocessor(max_features=1).fit(frame, y)
-    assert list(best.get_feature_names_out()) == ["m__signal__max__raw"]
+    baseline = BestSingleMetric(columns=list(frame.columns)).fit(frame, y)
+    assert list(best.get_feature_names_out()) == [baseline.column_] == ["m__signal__max__raw"]
