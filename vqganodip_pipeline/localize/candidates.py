@@ -83,10 +83,23 @@ def zoom_out_and_shift(
     return np.stack([top, left, size], axis=-1).reshape(-1, 3)
 
 
+def patch_keys(patches: np.ndarray) -> np.ndarray:
+    """One int64 per (top, left, size) row that sorts like the rows (lexicographically), so
+    equal patches have equal keys. ``np.unique`` on these keys gives what ``np.unique(...,
+    axis=0)`` gives on the rows, several times faster (no structured-row sort)."""
+    patches = np.asarray(patches, dtype=np.int64).reshape(-1, 3)
+    if len(patches) and patches.min() < 0:
+        raise ValueError("patch_keys: top, left and size must be >= 0")
+    base = int(patches.max()) + 1 if len(patches) else 1
+    return (patches[:, 0] * base + patches[:, 1]) * base + patches[:, 2]
+
+
 def unique_patches(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """De-duplicate candidates: (unique (k, 3), inverse (N,)), ``unique[inverse] == patches``."""
-    unique, inverse = np.unique(np.asarray(patches), axis=0, return_inverse=True)
-    return unique, inverse.reshape(-1)
+    """De-duplicate candidates: (unique (k, 3), inverse (N,)), ``unique[inverse] == patches``;
+    the unique rows in lexicographic order."""
+    patches = np.asarray(patches, dtype=np.int64).reshape(-1, 3)
+    _, first, inverse = np.unique(patch_keys(patches), return_index=True, return_inverse=True)
+    return patches[first], inverse.reshape(-1)
 
 
 def crop_patches(image: np.ndarray, patches: np.ndarray) -> list[np.ndarray]:

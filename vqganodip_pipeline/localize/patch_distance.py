@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from vqganodip_pipeline.features.backbones import FeatureBackbone
-from vqganodip_pipeline.localize.candidates import unique_patches
+from vqganodip_pipeline.localize.candidates import patch_keys, unique_patches
 from vqganodip_pipeline.model.tensors import images_to_tensor
 
 ESTIMATORS = ("pooled", "frechet")
@@ -113,7 +113,9 @@ def pooled_distance_fast(features: ImageFeatures, patches: np.ndarray) -> np.nda
     total = np.zeros(len(patches), dtype=np.float64)
     for fx, fy, stride in zip(features.x, features.x_hat, features.strides, strict=True):
         ranges = cell_ranges(patches, stride, tuple(fx.shape[1:]))
-        diff = _region_means(_integral(fx), *ranges) - _region_means(_integral(fy), *ranges)
+        # the mean over a region is linear: one summed-area table of the difference serves
+        # both images (half the cumulative sums and gathers of one table per image)
+        diff = _region_means(_integral(fx - fy), *ranges)
         total += (diff.pow(2).sum(1) / fx.shape[0]).numpy()
     return total
 
@@ -330,8 +332,7 @@ def select_top_q(distances: np.ndarray, patches: np.ndarray, q: int) -> np.ndarr
     index first). Duplicates of a chosen patch are skipped so the q patches are all different."""
     if q < 1:
         raise ValueError(f"q must be >= 1, got {q}")
-    unique, first_index = np.unique(np.asarray(patches), axis=0, return_index=True)
-    del unique
+    _, first_index = np.unique(patch_keys(patches), return_index=True)
     first_index = np.sort(first_index)
     order = np.lexsort((first_index, -distances[first_index]))
     return first_index[order[:q]]
