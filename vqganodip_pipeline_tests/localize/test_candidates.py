@@ -8,6 +8,7 @@ import pytest
 from vqganodip_pipeline.localize.candidates import (
     crop_patches,
     hit_defects,
+    patch_keys,
     patch_stacks,
     top_p_pixels,
     unique_patches,
@@ -79,6 +80,29 @@ def test_unique_and_stacks_reconstruct_the_crops() -> None:
         assert stack.shape == (len(index), size, size, 3)
         for i, crop in zip(index, stack, strict=True):
             np.testing.assert_array_equal(crop, crops[i])
+
+
+def test_patch_keys_sort_and_deduplicate_like_numpy_rows() -> None:
+    # unique_patches and select_top_q read these keys instead of np.unique(axis=0): the same
+    # unique rows, order, first occurrences and inverse, on real candidate sets
+    from vqganodip_pipeline.localize.patch_distance import select_top_q
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pixels = rng.integers(0, 96, (40, 2))
+        patches = zoom_out_and_shift(pixels, (96, 96), n=4, alpha=4)
+        rows, first, inverse = np.unique(patches, axis=0, return_index=True, return_inverse=True)
+        unique, ours = unique_patches(patches)
+        np.testing.assert_array_equal(unique, rows)
+        np.testing.assert_array_equal(ours, inverse.reshape(-1))
+        keys = patch_keys(patches)
+        np.testing.assert_array_equal(np.unique(keys, return_index=True)[1], first)
+        distances = rng.integers(0, 5, len(patches)).astype(float)  # many ties
+        chosen = select_top_q(distances, patches, 25)
+        reference = np.sort(first)[np.lexsort((np.sort(first), -distances[np.sort(first)]))]
+        np.testing.assert_array_equal(chosen, reference[:25])
+    with pytest.raises(ValueError, match=">= 0"):
+        patch_keys(np.array([[0, -1, 4]]))
 
 
 def test_hit_defects_counts_components_touched_by_patches() -> None:
