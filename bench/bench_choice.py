@@ -39,8 +39,13 @@ Tune rules on development tables only (synthetic seed 7, never a benchmark seed)
 Without ``--table``, bench_scoring's synthetic metric table (174 + 174 rows, seeded by
 ``--seed``) is used; ``--quick`` runs the tiny preset on 45 + 45 of its rows (seconds).
 
+Every rule is thresholded at both ZFN threshold rules (scoring/conformal.py: ``gap``, the
+default, and the paper's ``lowest_abnormal``); ``rules`` holds the one of ``--threshold-rule``,
+``threshold_rules`` both side by side.
+
 Run: ``.venv/bin/python bench/bench_choice.py --table DIR/metrics.parquet --name synthetic_seed7
-[--seed 7] [--preset demo] [--combine mean|best]`` -> ``bench/results/choice_<name>.json``.
+[--seed 7] [--preset demo] [--combine mean|best] [--threshold-rule gap|lowest_abnormal]`` ->
+``bench/results/choice_<name>.json``.
 """
 
 from __future__ import annotations
@@ -70,7 +75,12 @@ from vqganodip_pipeline.scoring.calibrate import (
     fit_and_calibrate,
 )
 from vqganodip_pipeline.scoring.classifiers import build_pipeline, plan_smote, resolve_classifiers
-from vqganodip_pipeline.scoring.conformal import conformal_threshold, miss_rate_upper_bound
+from vqganodip_pipeline.scoring.conformal import (
+    DEFAULT_RULE,
+    THRESHOLD_RULES,
+    conformal_threshold,
+    miss_rate_upper_bound,
+)
 from vqganodip_pipeline.scoring.honest import check_protocol
 from vqganodip_pipeline.scoring.search import SearchConfig, fitting_environment
 from vqganodip_pipeline.scoring.table import training_table
@@ -234,7 +244,10 @@ def _calibration_fpr(fold: FoldScores) -> Decision:
     normal = fold.y_calibration == 0
 
     def flagged(c: CandidateScores) -> float:
-        threshold = conformal_threshold(c.calibration, fold.y_calibration).threshold
+        # the candidate's own abnormal-side threshold (the gap rule would flag none of them)
+        threshold = conformal_threshold(
+            c.calibration, fold.y_calibration, rule="lowest_abnormal"
+        ).threshold
         return float(np.mean(c.calibration[normal] >= threshold))
 
     # fewest normal calibration units flagged; ties: the shipped rule's order
@@ -282,13 +295,19 @@ def rules(
 
 
 def evaluate_rule(
-    folds: list[FoldScores], rule: Callable[[FoldScores], Decision], confidence: float
+    folds: list[FoldScores],
+    rule: Callable[[FoldScores], Decision],
+    confidence: float,
+    threshold_rule: str = DEFAULT_RULE,
 ) -> dict[str, Any]:
-    """Pooled test decisions of ``rule`` with each fold's split-conformal ZFN threshold."""
+    """Pooled test decisions of ``rule`` with each fold's split-conformal ZFN threshold
+    (``threshold_rule``: scoring/conformal.py)."""
     decisions, labels, scores, per_fold = [], [], [], []
     for fold in folds:
         decision = rule(fold)
-        risk = conformal_threshold(decision.calibration, fold.y_calibration, confidence=confidence)
+        risk = conformal_threshold(
+            decision.calibration, fold.y_calibration, confidence=confidence, rule=threshold_rule
+        )
         flagged = decision.test >= risk.threshold
         decisions.append(flagged)
         labels.append(fold.y_test)
@@ -335,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         "--combine", default="mean", help="the library composite's SearchConfig.combine"
     )
     parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument(
+        "--threshold-rule",
+        choices=THRESHOLD_RULES,
+        default=DEFAULT_RULE,
+        help="the ZFN threshold rule of 'rules' (every rule is also reported at the other one)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     started_load = load_average()
@@ -348,19 +373,29 @@ def main(argv: list[str] | None = None) -> int:
         table_name = f"bench_scoring.synthetic_metric_table({size}, {size}, seed={args.seed})"
     preset = get_preset("tiny" if args.quick else args.preset)
     config = preset.search_config(args.seed, n_jobs=args.n_jobs, combine=args.combine)
-    calibration = CalibrationConfig()
+    calibration = CalibrationConfig(rule=args.threshold_rule)
     start = time.perf_counter()
     folds, shipped = collect(frame, config, preset.classifiers, preset.outer_folds, calibration)
     collected_s = time.perf_counter() - start
-    results = {
-        name: evaluate_rule(folds, rule, calibration.confidence)
-        for name, rule in rules(folds, shipped).items()
+    by_threshold_rule = {
+        threshold_rule: {
+            name: evaluate_rule(folds, rule, calibration.confidence, threshold_rule)
+            for name, rule in rules(folds, shipped).items()
+        }
+        for threshold_rule in THRESHOLD_RULES
     }
+    results = by_threshold_rule[calibration.rule]
     for name, result in sorted(results.items(), key=lambda item: -item[1]["accuracy_zfn"]):
         chosen = ",".join(f["chosen"] for f in result["folds"]) if "fixed" not in name else ""
+        others = ", ".join(
+            f"{r}: {by_threshold_rule[r][name]['accuracy_zfn']:.3f} / "
+            f"{by_threshold_rule[r][name]['missed_zfn']}"
+            for r in THRESHOLD_RULES
+            if r != calibration.rule
+        )
         print(
             f"{name:>18}: ZFN accuracy {result['accuracy_zfn']:.3f}, missed "
-            f"{result['missed_zfn']}, AUROC {result['auroc_pooled']:.3f} {chosen[:60]}"
+            f"{result['missed_zfn']}, AUROC {result['auroc_pooled']:.3f} ({others}) {chosen[:50]}"
         )
     payload = {
         "table": table_name,
@@ -371,6 +406,18 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": calibration.to_dict(),
         "collect_seconds": collected_s,
         "rules": results,
+        # ZFN accuracy / missed of every rule at each threshold rule, side by side
+        "threshold_rules": {
+            name: {
+                threshold_rule: {
+                    "accuracy_zfn": by_threshold_rule[threshold_rule][name]["accuracy_zfn"],
+                    "missed_zfn": by_threshold_rule[threshold_rule][name]["missed_zfn"],
+                    "fpr_zfn": by_threshold_rule[threshold_rule][name]["fpr_zfn"],
+                }
+                for threshold_rule in THRESHOLD_RULES
+            }
+            for name in results
+        },
         "machine": {"load_average_at_start": started_load},
     }
     name = args.name or ("quick" if args.quick else "synthetic_table")

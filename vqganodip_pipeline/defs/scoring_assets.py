@@ -98,7 +98,14 @@ class CompositeScoreConfig(dg.Config):
     target_miss_rate: float = Field(
         default=0.0,
         description="0 = threshold at the lowest calibration defect score; a rate in (0, 1) = "
-        "the highest threshold whose confidence bound still certifies that miss rate",
+        "the highest threshold whose confidence bound still certifies that miss rate (either "
+        "then lowered by threshold_rule 'gap')",
+    )
+    threshold_rule: str = Field(
+        default=scoring.conformal.DEFAULT_RULE,
+        description="'gap' = the lowest abnormal calibration score, lowered to just above the "
+        "highest normal calibration score when that is lower (fewer misses, no calibration "
+        "false alarm); 'lowest_abnormal' = the paper's rule, the abnormal scores alone",
     )
     paper_protocol: bool = Field(
         default=True, description="also run the paper's in-sample protocol (Table 1)"
@@ -142,6 +149,7 @@ def composite_score_model(
                 fraction=config.calibration_fraction,
                 confidence=config.confidence,
                 target_miss_rate=config.target_miss_rate or None,
+                rule=config.threshold_rule,
             ),
             margin=config.margin,
             paper_protocol=config.paper_protocol,

@@ -17,7 +17,9 @@ the honest protocol on every outer training part:
 4. the threshold of each candidate and of the composite is read off *its own* scores of the
    abnormal calibration images (:func:`~vqganodip_pipeline.scoring.conformal.
    conformal_threshold`), which neither it, its search nor the choice ever saw: a split-conformal
-   threshold with a valid statement of risk.
+   threshold with a valid statement of risk (``CalibrationConfig.rule``: lowered to just above
+   the highest normal calibration score when that is lower, or the paper's lowest abnormal
+   score alone).
 
 Why the mean: on the development tables (``bench/bench_choice.py``, synthetic seed 7) the choice
 of one refitted candidate on out-of-fold evidence gave honest ZFN accuracy 0.842, because in one
@@ -40,6 +42,8 @@ from imblearn.pipeline import Pipeline
 from vqganodip_pipeline.scoring.classifiers import ClassifierSpec, plan_smote
 from vqganodip_pipeline.scoring.conformal import (
     DEFAULT_CONFIDENCE,
+    DEFAULT_RULE,
+    THRESHOLD_RULES,
     RiskStatement,
     conformal_threshold,
 )
@@ -179,11 +183,15 @@ class CalibrationConfig:
     confidence: confidence of the miss-rate upper bound (Clopper-Pearson), default 95 %.
     target_miss_rate: None = the threshold is the minimum abnormal calibration score (k = 1);
         a rate in (0, 1) = the highest k-th lowest score whose bound still certifies it.
+    rule: ``"gap"`` (default) lowers that threshold to just above the highest normal
+        calibration score when the calibration part separates the classes;
+        ``"lowest_abnormal"`` is the paper's rule (scoring/conformal.py).
     """
 
     fraction: float = 1.0 / 3.0
     confidence: float = DEFAULT_CONFIDENCE
     target_miss_rate: float | None = None
+    rule: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 0.5:
@@ -192,6 +200,8 @@ class CalibrationConfig:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.target_miss_rate is not None and not 0.0 < self.target_miss_rate < 1.0:
             raise ValueError(f"target_miss_rate must be in (0, 1), got {self.target_miss_rate}")
+        if self.rule not in THRESHOLD_RULES:
+            raise ValueError(f"rule must be one of {THRESHOLD_RULES}, got {self.rule!r}")
 
     @property
     def n_folds(self) -> int:
@@ -202,6 +212,7 @@ class CalibrationConfig:
             "fraction": self.fraction,
             "confidence": self.confidence,
             "target_miss_rate": self.target_miss_rate,
+            "rule": self.rule,
         }
 
 
@@ -320,6 +331,7 @@ def fit_and_calibrate(
             margin=margin,
             target_miss_rate=calibration.target_miss_rate,
             confidence=calibration.confidence,
+            rule=calibration.rule,
         )
         return Calibrated(
             code=code,

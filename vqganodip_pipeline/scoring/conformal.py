@@ -21,6 +21,20 @@ ones):
 
 A margin only lowers the threshold, so both statements still hold. Neither says anything about
 defect types that are absent from the calibration images.
+
+Threshold rules (``rule``):
+
+- ``"lowest_abnormal"`` (the paper's ZFN rule): the ``k``-th lowest abnormal calibration score.
+  Normal calibration images play no part.
+- ``"gap"`` (default): the same, lowered to just above the highest *normal* calibration score
+  when that is lower, i.e. when the calibration part separates the classes. Any threshold in
+  the gap flags every abnormal and no normal calibration image; the bottom of the gap is the
+  one that lets the fewest new defects through, which is what a zero-miss line wants. Being
+  lower, it keeps both statements above, and it adds one for normal images: when it sits just
+  above the highest of ``m`` exchangeable normal calibration scores, a new normal image is
+  flagged with probability at most ``1 / (m + 1)`` on average over calibration sets.
+  ``bench/bench_choice.py`` reports every combination rule at both threshold rules on the same
+  folds (figures in bench/README.md).
 """
 
 from __future__ import annotations
@@ -34,6 +48,8 @@ from scipy.stats import beta, binom
 from vqganodip_pipeline.scoring.thresholds import check_scores
 
 DEFAULT_CONFIDENCE = 0.95
+THRESHOLD_RULES = ("gap", "lowest_abnormal")
+DEFAULT_RULE = "gap"
 ASSUMPTION = (
     "new defects' scores are exchangeable with the calibration defects' scores (same defect "
     "population, capture and model; calibration images unseen by the model, its search and "
@@ -110,10 +126,14 @@ class RiskStatement:
 
     n_calibration: abnormal calibration images (unseen by the model) the threshold is read off;
     k: the order statistic used (1 = their minimum); n_below: how many of them score strictly
-    below the shipped threshold (``k - 1`` at most; fewer with a margin or ties);
+    below the shipped threshold (``k - 1`` at most; fewer with a margin, ties or the gap rule);
     confidence, miss_rate_upper_bound: the Clopper-Pearson/beta bound; expected_miss_rate:
     ``k / (n + 1)``; target_miss_rate / target_met: the requested target, if any, and whether
-    the bound certifies it; assumption: the condition both statements rest on.
+    the bound certifies it; assumption: the condition both statements rest on; rule: the
+    threshold rule; n_normal_calibration: normal calibration images; lowered_to_normals: the
+    gap rule put the threshold just above the highest normal calibration score (then
+    ``expected_false_alarm_rate`` = ``1 / (m + 1)`` bounds a new normal image's chance of an
+    alarm; else it is None).
     """
 
     threshold: float
@@ -127,20 +147,37 @@ class RiskStatement:
     target_miss_rate: float | None
     target_met: bool | None
     assumption: str = ASSUMPTION
+    rule: str = "lowest_abnormal"
+    n_normal_calibration: int = 0
+    lowered_to_normals: bool = False
+    expected_false_alarm_rate: float | None = None
 
     def sentence(self) -> str:
         """The statement a report, a log line or asset metadata prints."""
         which = "lowest" if self.k == 1 else f"{_ordinal(self.k)} lowest"
         margin = f" minus a margin of {self.margin:g}" if self.margin else ""
+        if self.lowered_to_normals:
+            source = (
+                f"just above the highest score of {self.n_normal_calibration} normal "
+                f"calibration images, below the {which} score of {self.n_calibration} abnormal "
+                f"ones (the bottom of the gap between them){margin}"
+            )
+        else:
+            source = f"the {which} score of {self.n_calibration} abnormal calibration images"
+            source += margin
         text = (
-            f"Threshold {self.threshold:.4g} = the {which} score of {self.n_calibration} "
-            f"abnormal calibration images{margin}; {self.n_below} of them fall below it. "
-            f"Assuming {self.assumption}: with {self.confidence:.0%} confidence the miss rate "
-            f"of new defects is at most {self.miss_rate_upper_bound:.1%} (one-sided "
-            f"Clopper-Pearson bound), and averaged over calibration sets a new defect is missed "
-            f"with probability at most {self.expected_miss_rate:.1%} (k/(n+1)). Defect types "
-            "absent from the calibration images are not covered."
+            f"Threshold {self.threshold:.4g} = {source}; {self.n_below} of the abnormal ones "
+            f"fall below it. Assuming {self.assumption}: with {self.confidence:.0%} confidence "
+            f"the miss rate of new defects is at most {self.miss_rate_upper_bound:.1%} "
+            f"(one-sided Clopper-Pearson bound), and averaged over calibration sets a new defect "
+            f"is missed with probability at most {self.expected_miss_rate:.1%} (k/(n+1))."
         )
+        if self.expected_false_alarm_rate is not None:
+            text += (
+                " With the same assumption for normal images, a new normal image is flagged "
+                f"with probability at most {self.expected_false_alarm_rate:.1%} (1/(m+1))."
+            )
+        text += " Defect types absent from the calibration images are not covered."
         if self.target_miss_rate is not None and not self.target_met:
             text += (
                 f" The requested target miss rate {self.target_miss_rate:.1%} cannot be "
@@ -165,17 +202,24 @@ def conformal_threshold(
     margin: float = 0.0,
     target_miss_rate: float | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
+    rule: str = DEFAULT_RULE,
 ) -> RiskStatement:
-    """ZFN threshold from the abnormal calibration scores of ``(scores, y)`` and its risk.
+    """ZFN threshold from the calibration scores of ``(scores, y)`` and its risk.
 
     ``target_miss_rate`` (if given) replaces ``k`` by :func:`order_for_target` (``k = 1`` with
-    ``target_met=False`` when the target cannot be certified). Normal calibration images play no
-    part in the threshold. Raises ``ValueError`` when there is no abnormal calibration image.
+    ``target_met=False`` when the target cannot be certified). ``rule`` (module docstring):
+    ``"lowest_abnormal"`` reads the threshold off the abnormal calibration scores only;
+    ``"gap"`` then lowers it to just above the highest normal calibration score when that is
+    lower. ``margin`` is subtracted last. Raises ``ValueError`` when there is no abnormal
+    calibration image.
     """
     s, labels = check_scores(scores, y)
     if margin < 0 or not np.isfinite(margin):
         raise ValueError(f"margin must be a finite value >= 0, got {margin}")
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule must be one of {THRESHOLD_RULES}, got {rule!r}")
     abnormal = np.sort(s[labels == 1])
+    normal = s[labels == 0]
     n = len(abnormal)
     if n == 0:
         raise ValueError("a conformal ZFN threshold needs at least one abnormal calibration image")
@@ -185,7 +229,14 @@ def conformal_threshold(
         target_met = chosen is not None
         k = chosen or 1
     _check_order(k, n)
-    threshold = float(abnormal[k - 1] - margin)
+    threshold = float(abnormal[k - 1])
+    lowered = False
+    if rule == "gap" and len(normal):
+        # the lowest threshold that flags no normal calibration image (score >= t flags)
+        above_normals = float(np.nextafter(normal.max(), np.inf))
+        if above_normals < threshold:
+            threshold, lowered = above_normals, True
+    threshold -= margin
     return RiskStatement(
         threshold=threshold,
         n_calibration=n,
@@ -197,4 +248,8 @@ def conformal_threshold(
         expected_miss_rate=expected_miss_rate(k, n),
         target_miss_rate=target_miss_rate,
         target_met=target_met,
+        rule=rule,
+        n_normal_calibration=len(normal),
+        lowered_to_normals=lowered,
+        expected_false_alarm_rate=1.0 / (len(normal) + 1) if lowered and not margin else None,
     )

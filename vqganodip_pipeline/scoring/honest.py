@@ -292,6 +292,7 @@ def run_honest_protocol(
                 y[cal],
                 target_miss_rate=calibration.target_miss_rate,
                 confidence=calibration.confidence,
+                rule=calibration.rule,
             )
             log.append(FitRecord(k, "test_scoring", baseline.code, test))
             scores = baseline.score(frame.iloc[test])

@@ -65,19 +65,79 @@ def test_bound_holds_in_simulation_with_exchangeable_scores() -> None:
     assert np.mean(realised > miss_rate_upper_bound(1, n)) <= 0.05
 
 
-def test_conformal_threshold_uses_only_abnormal_calibration_scores() -> None:
+def test_lowest_abnormal_rule_uses_only_abnormal_calibration_scores() -> None:
     scores = np.array([0.9, 0.2, 0.8, 0.7, 0.95, 0.1])
     y = np.array([1, 0, 1, 1, 1, 0])
-    risk = conformal_threshold(scores, y)
+    risk = conformal_threshold(scores, y, rule="lowest_abnormal")
     assert risk.threshold == 0.7 and risk.n_calibration == 4 and risk.k == 1
-    assert risk.n_below == 0
+    assert risk.n_below == 0 and not risk.lowered_to_normals
+    assert risk.expected_false_alarm_rate is None
     assert risk.miss_rate_upper_bound == pytest.approx(1 - 0.05**0.25)
-    wide = conformal_threshold(scores, y, margin=0.05)
+    wide = conformal_threshold(scores, y, margin=0.05, rule="lowest_abnormal")
     assert wide.threshold == pytest.approx(0.65) and wide.n_below == 0
-    second = conformal_threshold(scores, y, k=2)
+    second = conformal_threshold(scores, y, k=2, rule="lowest_abnormal")
     assert second.threshold == 0.8 and second.n_below == 1
+    # moving the normal scores does not move this rule's threshold
+    moved = conformal_threshold(np.where(y == 0, 0.5, scores), y, rule="lowest_abnormal")
+    assert moved.threshold == 0.7
     with pytest.raises(ValueError, match="abnormal calibration"):
         conformal_threshold([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        conformal_threshold(scores, y, rule="midpoint")
+
+
+def test_gap_rule_lowers_the_threshold_to_just_above_the_normals() -> None:
+    scores = np.array([0.9, 0.2, 0.8, 0.7, 0.95, 0.1])
+    y = np.array([1, 0, 1, 1, 1, 0])
+    risk = conformal_threshold(scores, y)  # the default rule
+    assert risk.rule == "gap" and risk.lowered_to_normals
+    # the lowest threshold that flags no normal calibration image: just above 0.2
+    assert risk.threshold == np.nextafter(0.2, 1.0)
+    assert not np.any(scores[y == 0] >= risk.threshold)
+    assert np.all(scores[y == 1] >= risk.threshold) and risk.n_below == 0
+    assert risk.n_normal_calibration == 2
+    assert risk.expected_false_alarm_rate == pytest.approx(1 / 3)
+    # the miss-rate statement is the k-th lowest abnormal score's (the threshold is lower)
+    assert risk.miss_rate_upper_bound == pytest.approx(miss_rate_upper_bound(1, 4))
+    second = conformal_threshold(scores, y, k=2)
+    assert second.threshold == np.nextafter(0.2, 1.0) and second.n_below == 0
+    # classes that overlap on the calibration part: the abnormal rule's threshold stands
+    overlap = np.array([0.9, 0.75, 0.8, 0.7, 0.95, 0.1])
+    kept = conformal_threshold(overlap, y)
+    assert kept.threshold == 0.7 and not kept.lowered_to_normals
+    assert kept.expected_false_alarm_rate is None
+    # a margin is subtracted last, and the false-alarm statement no longer applies
+    wide = conformal_threshold(scores, y, margin=0.05)
+    assert wide.threshold == pytest.approx(0.15) and wide.expected_false_alarm_rate is None
+    # no normal calibration image: nothing to lower to
+    alone = conformal_threshold(np.array([0.6, 0.7]), np.array([1, 1]))
+    assert alone.threshold == 0.6 and not alone.lowered_to_normals
+    text = risk.sentence()
+    for phrase in ("just above the highest score of 2 normal", "1/(m+1)", "33.3%"):
+        assert phrase in text, phrase
+
+
+def test_gap_rule_false_alarm_and_miss_rates_in_simulation() -> None:
+    # Exchangeable normal and abnormal scores from two separated distributions: the gap rule's
+    # threshold is never above the lowest-abnormal one (so it misses no more), and a new normal
+    # image is flagged with probability 1/(m+1) on average (the exact CDF at the threshold).
+    rng = np.random.default_rng(7)
+    repetitions, m, n = 4000, 16, 16
+    normal = rng.beta(2.0, 8.0, size=(repetitions, m)) * 0.5
+    abnormal = 0.5 + rng.beta(2.0, 2.0, size=(repetitions, n)) * 0.5
+    y = np.r_[np.zeros(m, dtype=int), np.ones(n, dtype=int)]
+    gap, lowest = [], []
+    for row in range(repetitions):
+        s = np.r_[normal[row], abnormal[row]]
+        gap.append(conformal_threshold(s, y).threshold)
+        lowest.append(conformal_threshold(s, y, rule="lowest_abnormal").threshold)
+    gap, lowest = np.array(gap), np.array(lowest)
+    assert np.all(gap <= lowest)
+    false_alarm = 1.0 - beta.cdf(gap / 0.5, 2.0, 8.0)  # P(new normal >= threshold)
+    assert false_alarm.mean() == pytest.approx(1 / (m + 1), abs=0.005)
+    missed_gap = beta.cdf((gap - 0.5) / 0.5, 2.0, 2.0)  # 0: below every abnormal score
+    missed_lowest = beta.cdf((lowest - 0.5) / 0.5, 2.0, 2.0)
+    assert missed_gap.max() == 0.0 and missed_lowest.mean() == pytest.approx(1 / (n + 1), abs=0.005)
 
 
 def test_target_miss_rate_picks_the_highest_certified_order() -> None:
@@ -99,7 +159,7 @@ def test_statement_names_assumption_confidence_and_counts() -> None:
     text = risk.sentence()
     for phrase in (
         "3 abnormal calibration images",
-        "0 of them fall below",
+        "0 of the abnormal ones fall below",
         "exchangeable",
         "90% confidence",
         "Clopper-Pearson",

@@ -30,7 +30,13 @@ def test_threshold_is_lowest_unseen_calibration_score(model: CompositeScoreModel
     # a stratified third of the 42 classifier_set rows (holdout excluded) is the calibration part
     assert len(calibration) == 14 and len(model.fit_image_ids) == 28
     assert set(calibration["image_id"]).isdisjoint(model.fit_image_ids)
-    assert model.threshold == calibration.loc[calibration["y"] == 1, "score"].min()
+    # the gap rule: the lowest abnormal calibration score, or just above the highest normal one
+    # when that is lower
+    lowest_abnormal = calibration.loc[calibration["y"] == 1, "score"].min()
+    highest_normal = calibration.loc[calibration["y"] == 0, "score"].max()
+    assert model.risk.rule == "gap"
+    assert model.threshold == min(lowest_abnormal, np.nextafter(highest_normal, np.inf))
+    assert model.risk.lowered_to_normals == (highest_normal < lowest_abnormal)
     assert (model.n_abnormal_calibration, model.n_normal_calibration) == (6, 8)
     # the scores are the shipped pipeline's own
     table = make_metric_table(n_normal=24, n_abnormal=18, n_noise=6).set_index("image_id")
