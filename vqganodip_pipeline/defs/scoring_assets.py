@@ -165,6 +165,8 @@ def composite_score_model(
         "combine": config.combine,
         "max_features": preset.max_features or "all",
         "threshold": float(model.threshold),
+        "threshold_rule": model.risk.rule,
+        "threshold_lowered_to_normals": bool(model.risk.lowered_to_normals),
         "risk": dg.MetadataValue.md(model.risk.sentence()),
         "n_abnormal_calibration": model.n_abnormal_calibration,
         "n_normal_calibration": model.n_normal_calibration,

@@ -48,6 +48,12 @@ def test_demo_runs_the_whole_graph_on_the_tiny_preset(
     assert mask_metadata["position"].value.startswith("fixed (auto:")
     assert mask_metadata["weighting_mask"].value and mask_metadata["standardized"].value
     assert all(0 <= v <= 1 for v in mask_metadata["feature_covariance_shrinkage"].value)
+    # the shipped threshold says which rule set it and whether the gap rule lowered it
+    composite_event = instance.get_latest_materialization_event(key("composite_score_model"))
+    composite_metadata = composite_event.asset_materialization.metadata
+    assert composite_metadata["threshold_rule"].value == "gap"
+    lowered = composite_metadata["threshold_lowered_to_normals"].value
+    assert ("just above the highest score" in composite_metadata["risk"].value) == lowered
     scores_event = instance.get_latest_materialization_event(key("batch_scores"))
     metadata = scores_event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 8
