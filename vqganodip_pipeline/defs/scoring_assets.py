@@ -104,8 +104,10 @@ class CompositeScoreConfig(dg.Config):
     threshold_rule: str = Field(
         default=scoring.conformal.DEFAULT_RULE,
         description="'gap' = the lowest abnormal calibration score, lowered to just above the "
-        "highest normal calibration score when that is lower (fewer misses, no calibration "
-        "false alarm); 'lowest_abnormal' = the paper's rule, the abnormal scores alone",
+        "highest normal calibration score when that is lower (never a higher threshold, so "
+        "never more misses; more false alarms where a new normal unit scores above every "
+        "normal calibration unit); 'lowest_abnormal' = the paper's rule, the abnormal scores "
+        "alone",
     )
     paper_protocol: bool = Field(
         default=True, description="also run the paper's in-sample protocol (Table 1)"
