@@ -27,12 +27,16 @@ Threshold rules (``rule``):
 - ``"lowest_abnormal"`` (the paper's ZFN rule): the ``k``-th lowest abnormal calibration score.
   Normal calibration images play no part.
 - ``"gap"`` (default): the same, lowered to just above the highest *normal* calibration score
-  when that is lower, i.e. when the calibration part separates the classes. Any threshold in
-  the gap flags every abnormal and no normal calibration image; the bottom of the gap is the
-  one that lets the fewest new defects through, which is what a zero-miss line wants. Being
-  lower, it keeps both statements above, and it adds one for normal images: when it sits just
-  above the highest of ``m`` exchangeable normal calibration scores, a new normal image is
-  flagged with probability at most ``1 / (m + 1)`` on average over calibration sets.
+  when that is lower, i.e. (at k = 1) when the calibration part separates the classes. Any
+  threshold in the gap flags every abnormal and no normal calibration image; the bottom of the
+  gap is the one that lets the fewest new defects through, which is what a zero-miss line
+  wants. Being lower, it keeps both statements above. Its price in false alarms: a new normal
+  image flagged by it and not by the abnormal rule scores above all ``m`` normal calibration
+  scores, which, if its score is exchangeable with theirs, happens with probability at most
+  ``1 / (m + 1)`` averaged over calibration sets. That bound is on the *increase* and
+  unconditional: given that the rule did lower the threshold (the normal calibration scores came
+  out low), the chance of an alarm can be larger (vqganodip_pipeline_tests/scoring/
+  test_conformal.py shows such a case).
   ``bench/bench_choice.py`` reports every combination rule at both threshold rules on the same
   folds (figures in bench/README.md).
 """
@@ -130,10 +134,11 @@ class RiskStatement:
     confidence, miss_rate_upper_bound: the Clopper-Pearson/beta bound; expected_miss_rate:
     ``k / (n + 1)``; target_miss_rate / target_met: the requested target, if any, and whether
     the bound certifies it; assumption: the condition both statements rest on; rule: the
-    threshold rule; n_normal_calibration: normal calibration images; lowered_to_normals: the
-    gap rule put the threshold just above the highest normal calibration score (then
-    ``expected_false_alarm_rate`` = ``1 / (m + 1)`` bounds a new normal image's chance of an
-    alarm; else it is None).
+    threshold rule; n_normal_calibration: m, normal calibration images; lowered_to_normals: the
+    gap rule put the threshold just above the highest normal calibration score;
+    false_alarm_increase_bound: with the gap rule, no margin and m >= 1, ``1 / (m + 1)``: how
+    much the rule raises a new normal image's chance of an alarm over the abnormal rule, at
+    most, averaged over calibration sets (else None).
     """
 
     threshold: float
@@ -150,7 +155,7 @@ class RiskStatement:
     rule: str = "lowest_abnormal"
     n_normal_calibration: int = 0
     lowered_to_normals: bool = False
-    expected_false_alarm_rate: float | None = None
+    false_alarm_increase_bound: float | None = None
 
     def sentence(self) -> str:
         """The statement a report, a log line or asset metadata prints."""
@@ -172,10 +177,13 @@ class RiskStatement:
             f"(one-sided Clopper-Pearson bound), and averaged over calibration sets a new defect "
             f"is missed with probability at most {self.expected_miss_rate:.1%} (k/(n+1))."
         )
-        if self.expected_false_alarm_rate is not None:
+        if self.false_alarm_increase_bound is not None:
             text += (
-                " With the same assumption for normal images, a new normal image is flagged "
-                f"with probability at most {self.expected_false_alarm_rate:.1%} (1/(m+1))."
+                " Assuming also that new normal images' scores are exchangeable with those of "
+                f"the {self.n_normal_calibration} normal calibration images: averaged over "
+                "calibration sets, the gap rule (which lowers the threshold when the classes "
+                "separate) raises their chance of an alarm by at most "
+                f"{self.false_alarm_increase_bound:.1%} (1/(m+1)) over the paper's rule."
             )
         text += " Defect types absent from the calibration images are not covered."
         if self.target_miss_rate is not None and not self.target_met:
@@ -251,5 +259,8 @@ def conformal_threshold(
         rule=rule,
         n_normal_calibration=len(normal),
         lowered_to_normals=lowered,
-        expected_false_alarm_rate=1.0 / (len(normal) + 1) if lowered and not margin else None,
+        # unconditional: printed whether or not this calibration set lowered the threshold
+        false_alarm_increase_bound=(
+            1.0 / (len(normal) + 1) if rule == "gap" and len(normal) and not margin else None
+        ),
     )
