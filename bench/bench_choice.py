@@ -81,7 +81,7 @@ from vqganodip_pipeline.scoring.conformal import (
     conformal_threshold,
     miss_rate_upper_bound,
 )
-from vqganodip_pipeline.scoring.honest import check_protocol
+from vqganodip_pipeline.scoring.honest import check_protocol, fold_mean_auroc
 from vqganodip_pipeline.scoring.search import SearchConfig, fitting_environment
 from vqganodip_pipeline.scoring.table import training_table
 from vqganodip_pipeline.scoring.thresholds import auroc, confusion_from_decisions
@@ -333,6 +333,15 @@ def evaluate_rule(
         "missed_zfn": pooled["missed"],
         "fpr_zfn": pooled["fpr"],
         "auroc_pooled": auroc(np.concatenate(scores), y),
+        "auroc_fold_mean": fold_mean_auroc(
+            pd.DataFrame(
+                {
+                    "fold": np.concatenate([np.full(len(v), i) for i, v in enumerate(labels)]),
+                    "y": y,
+                    "score": np.concatenate(scores),
+                }
+            )
+        ),
         "folds": per_fold,
     }
 

@@ -123,6 +123,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "paper_zfn_accuracy": paper["zfn"]["accuracy"],
         "paper_classifier": paper["classifier"],
         "auroc": report["auroc"],
+        "auroc_fold_mean": report.get("auroc_fold_mean"),
         "n_abnormal_evaluated": honest["zfn"]["tp"] + honest["zfn"]["fn"],
         "shipped_n_calibration": report["shipped"]["n_calibration"],
         "shipped_miss_rate_upper_bound": report["shipped"]["miss_rate_upper_bound"],
@@ -140,6 +141,9 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "baselines_auroc": {
             name: value.get("auroc") for name, value in report["baselines"].items()
         },
+        "baselines_auroc_fold_mean": {
+            name: value.get("auroc_fold_mean") for name, value in report["baselines"].items()
+        },
         "localization_hit_rate": report["localization_hit_rate"],
         "end_to_end_s_per_image": report["seconds_per_image"]["end_to_end"],
         "wall_s": report.get("runs_seconds", {}).get("wall"),
@@ -155,6 +159,7 @@ SPREAD_KEYS = (
     "honest_std_accuracy",
     "paper_zfn_accuracy",
     "auroc",
+    "auroc_fold_mean",
     "shipped_miss_rate_upper_bound",
     "holdout_zfn_accuracy",
     "holdout_missed",
@@ -172,8 +177,8 @@ def spread(summaries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         for key in SPREAD_KEYS:
             if item.get(key) is not None:
                 values.setdefault(key, []).append(float(item[key]))
-        for family in ("baselines_zfn_accuracy", "baselines_auroc"):
-            for name, value in item[family].items():
+        for family in ("baselines_zfn_accuracy", "baselines_auroc", "baselines_auroc_fold_mean"):
+            for name, value in item.get(family, {}).items():
                 if value is not None:
                     values.setdefault(f"{family}.{name}", []).append(float(value))
     return {

@@ -169,10 +169,18 @@ def summary(
             lines.append(
                 f"[demo] honest protocol (unseen folds): ZFN accuracy {row['accuracy_zfn']:.1%}, "
                 f"FPR {row['fpr_zfn']:.1%}, missed {int(row['missed_zfn'])}, "
-                f"pooled AUROC {row['auroc_pooled']:.3f}"
+                f"AUROC {row['auroc_pooled']:.3f} pooled over the folds, "
+                f"{row['auroc_fold_mean']:.3f} as the mean of each fold's own"
             )
         lines.append("[demo] honest leaderboard (best first):")
-        columns = ["classifier", "accuracy_zfn", "fpr_zfn", "missed_zfn", "auroc_pooled"]
+        columns = [
+            "classifier",
+            "accuracy_zfn",
+            "fpr_zfn",
+            "missed_zfn",
+            "auroc_pooled",
+            "auroc_fold_mean",
+        ]
         shown = honest[columns].head(8)
         lines += ["    " + line for line in shown.to_string(index=False).splitlines()]
     shortcut = bundle["outcome"].shortcut

@@ -359,10 +359,16 @@ def run_evaluation(
         out_dir, report, figures, {"metrics.parquet": serialization.frame_to_parquet(metrics)}
     )
     honest, paper = report["protocols"]["honest"], report["protocols"]["paper"]
+    fold_mean = (
+        f", {report['auroc_fold_mean']:.3f} as the mean of each fold's own"
+        if report.get("auroc_fold_mean") is not None
+        else ""
+    )
     log(
         f"[evaluate] honest ZFN accuracy {honest['zfn']['accuracy']:.2%} "
         f"(missed {honest['zfn']['missed']}), paper-protocol ZFN accuracy "
-        f"{paper['zfn']['accuracy']:.2%}; {report['shipped']['statement']}"
+        f"{paper['zfn']['accuracy']:.2%}; AUROC {report['auroc']:.3f} pooled over the unseen "
+        f"folds{fold_mean}; {report['shipped']['statement']}"
     )
     if report.get("shortcut") and report["shortcut"]["warning"]:
         log(f"[evaluate] WARNING: {report['shortcut']['statement']}")

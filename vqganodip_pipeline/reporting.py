@@ -148,7 +148,15 @@ SCHEMA: Obj = Obj(
             nullable=True,
         ),
         "auroc": Leaf("fraction"),
-        "baselines": MapOf(Obj(_std_zfn(auroc=Leaf("fraction", required=False)))),
+        "auroc_fold_mean": Leaf("fraction", required=False),
+        "baselines": MapOf(
+            Obj(
+                _std_zfn(
+                    auroc=Leaf("fraction", required=False),
+                    auroc_fold_mean=Leaf("fraction", required=False),
+                )
+            )
+        ),
         "leaderboards": MapOf(
             ListOf(Obj({"classifier": Leaf("str", required=False)})), required=False
         ),
@@ -701,6 +709,12 @@ def _summary(report: Mapping[str, Any]) -> str:
         f" with {fmt_pct(shipped['confidence'])} % confidence if they are exchangeable with those"
     )
     paper_zfn = report["protocols"]["paper"]["zfn"]["accuracy"]
+    fold_mean = (
+        f" pooled over the unseen folds, {fmt_fixed(report['auroc_fold_mean'])} as the mean of"
+        " each fold's own"
+        if report.get("auroc_fold_mean") is not None
+        else ""
+    )
     shortcut = report.get("shortcut")
     warning = (
         f'<p class="summary"><span class="tag missed">shortcut warning</span> '
@@ -729,7 +743,7 @@ def _summary(report: Mapping[str, Any]) -> str:
         f" saw is <strong>{fmt_pct(zfn['accuracy'])} %</strong> ({fmt_num(zfn['missed'])} abnormal"
         f" missed, FPR {fmt_pct(zfn['fpr'])} %{calibration}); the paper protocol gives"
         f" {fmt_pct(paper_zfn)} % on its own calibration images. Image-level AUROC"
-        f" <strong>{fmt_fixed(report['auroc'])}</strong>.</p>{warning}"
+        f" <strong>{fmt_fixed(report['auroc'])}</strong>{fold_mean}.</p>{warning}"
     )
 
 

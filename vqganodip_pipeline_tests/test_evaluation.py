@@ -85,6 +85,15 @@ def test_tiny_evaluation_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["protocols"]["paper"]["zfn"]["missed"] == 0
     assert {"raw_mse", "golden_sample"} <= set(report["baselines"])
     assert 0.0 <= report["localization_hit_rate"] <= 1.0
+    # both AUROCs of the honest composite, as its leaderboard row has them
+    composite = next(r for r in report["leaderboards"]["honest"] if r["classifier"] == "composite")
+    assert report["auroc"] == composite["auroc_pooled"]
+    assert report["auroc_fold_mean"] == composite["auroc_fold_mean"]
+    assert report["baselines"]["raw_mse"]["auroc_fold_mean"] == next(
+        r["auroc_fold_mean"]
+        for r in report["leaderboards"]["honest"]
+        if r["classifier"] == "raw_mse"
+    )
     assert report["seconds_per_image"]["end_to_end"] > 0
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Protocols" in html

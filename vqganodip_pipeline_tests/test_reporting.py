@@ -90,6 +90,7 @@ def example_report() -> dict[str, Any]:
         },
         "holdout": {"std": confusion(9, 0, 10, 1), "zfn": confusion(10, 2, 8, 0)},
         "auroc": 0.9567,
+        "auroc_fold_mean": 0.9812,
         "baselines": {
             "raw_mse": {
                 "std": confusion(12, 6, 34, 8),
@@ -315,7 +316,16 @@ def test_html_shows_the_table1_figures_in_paper_format() -> None:
     text = re.sub(r"<[^>]+>", "", summary.group(1))
     assert "88.33 %" in text and "16 unseen abnormal images" in text and "17.07 %" in text
     assert "exchangeable" in text
-    assert "AUROC 0.957" in text and "synthetic-pcba" in text
+    assert "AUROC 0.957 pooled over the unseen folds, 0.981 as the mean of each fold" in text
+    assert "synthetic-pcba" in text
+    # without the fold mean (reports of earlier versions) the sentence still closes
+    older = example_report()
+    del older["auroc_fold_mean"]
+    older_page = render_html(older, {"scores": png_bytes()})
+    older_summary = re.search(r'<p class="summary">(.*?)</p>', older_page, flags=re.S)
+    assert older_summary is not None and "AUROC 0.957." in re.sub(
+        r"<[^>]+>", "", older_summary.group(1)
+    )
     assert "k/(n+1)" in page and "5.9%" in page  # the expected-miss form, 1/17
 
 

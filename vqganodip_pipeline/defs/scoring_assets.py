@@ -54,6 +54,7 @@ LEADERBOARD_COLUMNS = (
     "missed_zfn",
     "auroc",
     "auroc_pooled",
+    "auroc_fold_mean",
 )
 
 
@@ -498,6 +499,11 @@ def evaluation_report(
         "honest_missed": int(honest["missed"]),
         "paper_zfn_accuracy": float(report["protocols"]["paper"]["zfn"]["accuracy"]),
         "auroc": float(report["auroc"]),
+        **(
+            {"auroc_fold_mean": float(report["auroc_fold_mean"])}
+            if report.get("auroc_fold_mean") is not None
+            else {}
+        ),
         "shipped_miss_rate_upper_bound": float(report["shipped"]["miss_rate_upper_bound"]),
         **(
             {"shortcut_auroc": float(report["shortcut"]["auroc"])} if report.get("shortcut") else {}

@@ -117,11 +117,27 @@ def _pooled_row(method: str, name: str, kind: str, part: pd.DataFrame) -> dict[s
         decisions = part[f"abnormal_{suffix}"].to_numpy()
         for key, value in confusion_from_decisions(decisions, y).items():
             row[f"{key}_{suffix}"] = value
-    # Scores of different outer folds come from different models; pooled AUROC mixes them.
+    # Scores of different outer folds come from different models; pooled AUROC mixes them,
+    # so a model whose scale moves from fold to fold ranks worse pooled than within any fold
+    # (Forman and Scholz 2010). Both are reported: pooled (what one threshold over every fold
+    # would rank) and the mean over outer folds of each fold's own AUROC.
     row["auroc_pooled"] = auroc(part["score"].to_numpy(), y)
+    row["auroc_fold_mean"] = fold_mean_auroc(part)
     row["n_abnormal"] = int(y.sum())
     row["n_normal"] = int(len(y) - y.sum())
     return row
+
+
+def fold_mean_auroc(part: pd.DataFrame) -> float:
+    """Mean over outer folds of the AUROC of each fold's test scores (``part``: one method's
+    predictions with columns ``fold``, ``score``, ``y``); folds without both classes are left
+    out, NaN when none has both."""
+    values = [
+        auroc(fold["score"].to_numpy(), fold["y"].to_numpy())
+        for _, fold in part.groupby("fold", sort=True)
+        if 0 < int(fold["y"].sum()) < len(fold)
+    ]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def check_protocol(

@@ -31,6 +31,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _fold_mean(row: Mapping[str, Any]) -> dict[str, float]:
+    """{"auroc_fold_mean": value} when the leaderboard row has a finite one, else {}."""
+    value = row.get("auroc_fold_mean")
+    if value is None or not np.isfinite(value):
+        return {}
+    return {"auroc_fold_mean": float(value)}
+
+
 def _split_metrics(row: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """{"std": M, "zfn": M} from a flat leaderboard / metrics row."""
     out: dict[str, dict[str, Any]] = {}
@@ -168,7 +176,11 @@ def build_report(
     paper_best = outcome.paper_leaderboard.iloc[0]
     counts = role_counts(split)
     baselines = {
-        str(row["classifier"]): {**_split_metrics(row), "auroc": float(row["auroc_pooled"])}
+        str(row["classifier"]): {
+            **_split_metrics(row),
+            "auroc": float(row["auroc_pooled"]),
+            **_fold_mean(row),
+        }
         for row in honest[honest["kind"] == "baseline"].to_dict("records")
         if np.isfinite(row["auroc_pooled"])
     }
@@ -219,6 +231,7 @@ def build_report(
         "shortcut": outcome.shortcut,
         "holdout": None if outcome.holdout is None else _split_metrics(outcome.holdout),
         "auroc": float(composite["auroc_pooled"]),
+        **_fold_mean(composite),
         "baselines": baselines,
         "leaderboards": {
             "paper": _records(outcome.paper_leaderboard),

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from vqganodip_pipeline.scoring.honest import COMPOSITE, run_honest_protocol
+from vqganodip_pipeline.scoring.honest import COMPOSITE, fold_mean_auroc, run_honest_protocol
 from vqganodip_pipeline.scoring.search import SearchConfig
 from vqganodip_pipeline.scoring.table import metric_columns
 from vqganodip_pipeline_tests.scoring.tables import make_metric_table
@@ -96,6 +97,30 @@ def test_leaderboard_pools_outer_test_parts(result) -> None:
         chosen = details[(details["fold"] == fold.fold) & (details["method"] == COMPOSITE)]
         assert chosen["selected"].item() == fold.selected
     assert result.extra["selected_per_fold"] == [fold.selected for fold in result.folds]
+
+
+def test_fold_mean_auroc_is_the_mean_of_each_folds_own(result) -> None:
+    board = result.leaderboard.set_index("classifier")
+    for method, row in board.iterrows():
+        part = result.predictions[result.predictions["method"] == method]
+        per_fold = [roc_auc_score(f["y"], f["score"]) for _, f in part.groupby("fold")]
+        assert row["auroc_fold_mean"] == pytest.approx(np.mean(per_fold))
+        assert row["auroc_pooled"] == pytest.approx(roc_auc_score(part["y"], part["score"]))
+    # two folds, each ranked perfectly by its own model on its own scale: every fold's AUROC
+    # is 1, pooled the second fold's normal units outrank the first fold's abnormal ones
+    shifted = pd.DataFrame(
+        {
+            "fold": [0, 0, 0, 0, 1, 1, 1, 1],
+            "y": [0, 0, 1, 1, 0, 0, 1, 1],
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        }
+    )
+    assert fold_mean_auroc(shifted) == 1.0
+    assert roc_auc_score(shifted["y"], shifted["score"]) == 0.75
+    # a fold with one class has no AUROC and is left out; none with both: NaN
+    one_class = pd.concat([shifted, pd.DataFrame({"fold": [2], "y": [1], "score": [0.0]})])
+    assert fold_mean_auroc(one_class) == 1.0
+    assert np.isnan(fold_mean_auroc(shifted[shifted["y"] == 1]))
 
 
 def test_thresholds_come_from_the_calibration_part(result) -> None:
