@@ -181,8 +181,9 @@ class RiskStatement:
             text += (
                 " Assuming also that new normal images' scores are exchangeable with those of "
                 f"the {self.n_normal_calibration} normal calibration images: averaged over "
-                "calibration sets, the gap rule (which lowers the threshold when the classes "
-                "separate) raises their chance of an alarm by at most "
+                "calibration sets, the gap rule (which, when every normal calibration score "
+                "lies below the paper's threshold, lowers it to the top of the normal scores) "
+                "raises their chance of an alarm by at most "
                 f"{self.false_alarm_increase_bound:.1%} (1/(m+1)) over the paper's rule."
             )
         text += " Defect types absent from the calibration images are not covered."

@@ -118,9 +118,9 @@ def _pooled_row(method: str, name: str, kind: str, part: pd.DataFrame) -> dict[s
         for key, value in confusion_from_decisions(decisions, y).items():
             row[f"{key}_{suffix}"] = value
     # Scores of different outer folds come from different models; pooled AUROC mixes them,
-    # so a model whose scale moves from fold to fold ranks worse pooled than within any fold
-    # (Forman and Scholz 2010). Both are reported: pooled (what one threshold over every fold
-    # would rank) and the mean over outer folds of each fold's own AUROC.
+    # so a model whose scale moves from fold to fold can rank worse pooled than within every
+    # fold (Forman and Scholz 2010), or better. Both are reported: pooled, and the mean over
+    # outer folds of each fold's own AUROC.
     row["auroc_pooled"] = auroc(part["score"].to_numpy(), y)
     row["auroc_fold_mean"] = fold_mean_auroc(part)
     row["n_abnormal"] = int(y.sum())
