@@ -1,4 +1,5 @@
-"""Inference engines for the VQGAN's reconstruction: eager PyTorch, ONNX Runtime or OpenVINO.
+"""Inference engines for the VQGAN's reconstruction: eager PyTorch, ONNX Runtime or OpenVINO
+(fp32, or with a bf16 decoder).
 
 Training always runs in PyTorch. For reconstruction the trained VQGAN (encoder, quantizer,
 decoder) can be exported to ONNX (``torch.onnx.export``, TorchScript exporter, opset 17) and run
@@ -8,6 +9,12 @@ reconstructed one 256 px image in 0.12 s (ONNX Runtime, OpenVINO) against 0.23 s
 fp32 PyTorch. Their reconstructions differ from PyTorch's by at most one grey level in about
 0.02 % of the pixels, which moved a composite score by at most 1.3e-3
 (``bench/bench_latency.py --engines``, ``bench/results/latency.json``).
+
+``openvino-bf16`` splits the graph in two: the encoder, ``quant_conv`` and the quantizer run in
+f32, so the code map is the one f32 gives (no near-tie flips of whole f x f blocks, the reason
+that plain bf16 autocast is no drop-in: model/reconstruct.py); ``post_quant_conv`` and the
+decoder run in bf16 on the CPU's bf16 units (AVX512-BF16 / AMX). It needs such a CPU and refuses
+to start without one, since OpenVINO would otherwise quietly run f32 under the same name.
 
 The exported graph gives, per image, the reconstruction, the code map and the VQ loss, which is
 all :func:`~vqganodip_pipeline.model.reconstruct.reconstruct` reads. A near tie in the
@@ -32,8 +39,8 @@ from torch import nn
 from vqganodip_pipeline.model.quantizer import QuantizerInfo
 from vqganodip_pipeline.model.vqgan import VQGAN
 
-ENGINES = ("torch", "onnxruntime", "openvino")
-_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+ENGINES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "openvino-bf16": "openvino"}
 
 
 def check_engine(engine: str) -> None:
@@ -54,29 +61,77 @@ class _ReconstructionGraph(nn.Module):
         return out, info.indices, info.per_sample_loss
 
 
-def export_onnx(model: VQGAN, height: int, width: int) -> bytes:
-    """The ONNX graph (bytes) of ``model``'s reconstruction of (N, 3, height, width) inputs in
-    [-1, 1], N free: outputs ``x_hat`` (N, 3, H, W), ``indices`` (N, H / f, W / f) int64 and
-    ``per_sample_loss`` (N,)."""
-    if height % model.f or width % model.f:
-        raise ValueError(f"{height} x {width} px is not divisible by the VQGAN's f = {model.f}")
-    graph = _ReconstructionGraph(model).eval()
+class _EncoderGraph(nn.Module):
+    """The encoder half: x -> (z_q, indices, per_sample_loss)."""
+
+    def __init__(self, model: VQGAN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z_q, _, info = self.model.encode(x)
+        return z_q, info.indices, info.per_sample_loss
+
+
+class _DecoderGraph(nn.Module):
+    """The decoder half: z_q -> x_hat."""
+
+    def __init__(self, model: VQGAN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z_q)
+
+
+def _export(module: nn.Module, example: torch.Tensor, outputs: list[str]) -> bytes:
+    """ONNX bytes of ``module`` (one input ``x``) traced on ``example``; the batch axis is free."""
     buffer = io.BytesIO()
-    example = torch.zeros(1, 3, height, width)
     with torch.no_grad(), warnings.catch_warnings():
         # the exporter warns that the input checks are traced as constants: the shape is fixed
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph,
+            module.eval(),
             (example,),
             buffer,
             dynamo=False,
             opset_version=17,
             input_names=["x"],
-            output_names=["x_hat", "indices", "per_sample_loss"],
-            dynamic_axes={"x": {0: "n"}, "x_hat": {0: "n"}, "indices": {0: "n"}},
+            output_names=outputs,
+            dynamic_axes={"x": {0: "n"}, **{name: {0: "n"} for name in outputs}},
         )
     return buffer.getvalue()
+
+
+def _check_size(model: VQGAN, height: int, width: int) -> None:
+    if height % model.f or width % model.f:
+        raise ValueError(f"{height} x {width} px is not divisible by the VQGAN's f = {model.f}")
+
+
+def export_onnx(model: VQGAN, height: int, width: int) -> bytes:
+    """The ONNX graph (bytes) of ``model``'s reconstruction of (N, 3, height, width) inputs in
+    [-1, 1], N free: outputs ``x_hat`` (N, 3, H, W), ``indices`` (N, H / f, W / f) int64 and
+    ``per_sample_loss`` (N,)."""
+    _check_size(model, height, width)
+    example = torch.zeros(1, 3, height, width)
+    return _export(_ReconstructionGraph(model), example, ["x_hat", "indices", "per_sample_loss"])
+
+
+def export_onnx_halves(model: VQGAN, height: int, width: int) -> tuple[bytes, bytes]:
+    """The reconstruction of :func:`export_onnx` as two ONNX graphs: the encoder (input ``x``,
+    outputs ``z_q`` (N, D, H / f, W / f), ``indices``, ``per_sample_loss``) and the decoder
+    (input ``x`` = z_q, output ``x_hat``)."""
+    _check_size(model, height, width)
+    example = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        z_q = model.eval().encode(example)[0]
+    encoder = _export(_EncoderGraph(model), example, ["z_q", "indices", "per_sample_loss"])
+    return encoder, _export(_DecoderGraph(model), z_q, ["x_hat"])
+
+
+def has_bf16_units(core: Any) -> bool:
+    """True when OpenVINO's CPU plugin (``core``: an ``openvino.Core``) reports native bf16."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class CompiledVQGAN:
@@ -105,9 +160,35 @@ class CompiledVQGAN:
         self.n_embed = model.quantize.n_embed
         self._runners: dict[tuple[int, int], Any] = {}
         self._runtime = import_runtime(engine)
+        if engine == "openvino-bf16" and not has_bf16_units(self._runtime.Core()):
+            raise ValueError(
+                "engine 'openvino-bf16' needs a CPU with bf16 units (AVX512-BF16 or AMX), which "
+                "OpenVINO does not report here: use 'openvino' (f32)"
+            )
+
+    def _compile_openvino(self, graph: bytes, precision: str) -> Any:
+        """A callable ``x -> list of outputs`` of ``graph`` compiled by OpenVINO for the CPU."""
+        core = self._runtime.Core()
+        compiled = core.compile_model(
+            core.read_model(graph),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": precision},
+        )
+        outputs = compiled.outputs
+        return lambda x: (lambda r: [r[o] for o in outputs])(compiled(x))
 
     def _runner(self, height: int, width: int) -> Any:
         key = (height, width)
+        if key not in self._runners and self.engine == "openvino-bf16":
+            encoder_graph, decoder_graph = export_onnx_halves(self.model, height, width)
+            encoder = self._compile_openvino(encoder_graph, "f32")
+            decoder = self._compile_openvino(decoder_graph, "bf16")
+
+            def run(x: np.ndarray) -> list[np.ndarray]:
+                z_q, indices, per_sample = encoder(x)
+                return [decoder(z_q)[0], indices, per_sample]
+
+            self._runners[key] = run
         if key not in self._runners:
             graph = export_onnx(self.model, height, width)
             if self.engine == "onnxruntime":
@@ -119,14 +200,7 @@ class CompiledVQGAN:
                 )
                 self._runners[key] = lambda x: session.run(None, {"x": x})
             else:
-                core = self._runtime.Core()
-                compiled = core.compile_model(
-                    core.read_model(graph),
-                    "CPU",
-                    {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32"},
-                )
-                outputs = compiled.outputs
-                self._runners[key] = lambda x: (lambda r: [r[o] for o in outputs])(compiled(x))
+                self._runners[key] = self._compile_openvino(graph, "f32")
         return self._runners[key]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, None, QuantizerInfo]:

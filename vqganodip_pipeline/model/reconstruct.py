@@ -8,7 +8,8 @@ divisible by the downsampling factor f are reflect-padded up to the next multipl
 reconstruction is cropped back.
 
 ``model`` is a trained VQGAN or the same model compiled for another inference engine
-(model/engines.py: ONNX Runtime or OpenVINO, CPU and fp32 only); the side outputs are the same.
+(model/engines.py: ONNX Runtime or OpenVINO on the CPU, which set their own precision: fp32, or
+OpenVINO's bf16 decoder); the side outputs are the same.
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ def reconstruct(
     resolved = resolve_precision(precision, target)
     if isinstance(model, CompiledVQGAN) and (target.type != "cpu" or resolved != "fp32"):
         raise ValueError(
-            f"the {model.engine} engine runs on the CPU in fp32; got device {target.type}, "
-            f"precision {resolved} (use engine 'torch' for those)"
+            f"the {model.engine} engine runs on the CPU at its own precision (pass precision "
+            f"fp32); got device {target.type}, precision {resolved} (use engine 'torch' for those)"
         )
     modules = [m for m in (model, discriminator, perceptual) if isinstance(m, nn.Module)]
     modes = [m.training for m in modules]
