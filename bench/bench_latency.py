@@ -13,7 +13,9 @@ The PatchCore-style peer per image: decode, one backbone pass, nearest-neighbour
 every position to the same memory bank, maximum (localize/nearest_neighbour.py): the score
 of the ``patchcore`` baseline.
 
-Setup (not timed): the preset's VQGAN architecture (``demo`` at 256 px, ``paper`` at 1024 px)
+Setup (not timed): the preset's VQGAN architecture (``demo`` at 256 px, ``paper`` at 1024 px;
+``--preset demo`` runs the demo architecture at every size, as ``VQGANODIP_IMAGE_SIZE=1024``
+with the demo preset does)
 with its initial weights (timing does not depend on training; the reconstruction's quality
 does not matter here), ImageNet MobileNetV2 from ../shared/data/weights when present (else
 the discriminator's features, said in the result), the normal variation of 12 synthetic
@@ -59,7 +61,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_size(size: int, weights: str | None, images: int, engine: str = "torch") -> dict[str, Any]:
+def run_size(
+    size: int, weights: str | None, images: int, engine: str = "torch", preset_name: str = "auto"
+) -> dict[str, Any]:
     """Measure one size in this process (called in a subprocess)."""
     import numpy as np
     import pandas as pd
@@ -86,7 +90,10 @@ def run_size(size: int, weights: str | None, images: int, engine: str = "torch")
     from vqganodip_pipeline.scoring.table import metric_columns
 
     torch.set_num_threads(2)
-    preset = get_preset("paper" if size >= 1024 else "demo")
+    if preset_name == "auto":
+        preset_name = "paper" if size >= 1024 else "demo"
+    # the preset at this working size, as PipelineSettings(image_size=size) gives it
+    preset = get_preset(preset_name).with_image_size(size)
     config = preset.localize
     model_config, _ = vqgan_preset(preset.name)
     torch_model = build_vqgan(model_config, seed=0).eval()
@@ -242,7 +249,13 @@ def main() -> None:
         "--engines",
         default="torch",
         help="comma-separated inference engines of the reconstruction (torch, onnxruntime, "
-        "openvino), each in its own subprocess",
+        "openvino, openvino-bf16), each in its own subprocess",
+    )
+    parser.add_argument(
+        "--preset",
+        default="auto",
+        help="the preset whose VQGAN and localisation settings are timed at each size (auto: "
+        "demo below 1024 px, paper from 1024 px)",
     )
     parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
@@ -250,7 +263,7 @@ def main() -> None:
     args = parser.parse_args()
     weights = args.weights if Path(args.weights).is_file() else None
     if args.size is not None:  # child process: one size
-        print(json.dumps(run_size(args.size, weights, args.images, args.engine)))
+        print(json.dumps(run_size(args.size, weights, args.images, args.engine, args.preset)))
         return
     sizes_px = [int(v) for v in args.sizes.split(",")]
     plan = [(256, 2)] if args.quick else [(size, 8 if size <= 256 else 3) for size in sizes_px]
@@ -259,15 +272,17 @@ def main() -> None:
     for size, images in plan:
         for engine in engines:
             command = [sys.executable, __file__, "--size", str(size), "--images", str(images)]
-            command += ["--weights", args.weights, "--engine", engine]
+            command += ["--weights", args.weights, "--engine", engine, "--preset", args.preset]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             sizes.append(json.loads(done.stdout.strip().splitlines()[-1]))
     name = "latency_quick" if args.quick else "latency"
+    if args.preset != "auto" and not args.quick:
+        name = f"latency_{args.preset}"
     path = write_result(name, {"benchmark": __doc__.splitlines()[0], "sizes": sizes}, args.out)
     print(path)
     for entry in sizes:
         print(
-            f"{entry['size']} px, {entry['engine']}: "
+            f"{entry['size']} px, {entry['preset']}, {entry['engine']}: "
             f"end to end {entry['seconds_per_image']['end_to_end']:.3f} s "
             f"(target {entry['target_s']} s), peer {entry['seconds_per_image']['peer']:.3f} s, "
             f"peak {entry['peak_rss_mib']:.0f} MiB"

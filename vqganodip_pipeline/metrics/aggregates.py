@@ -17,6 +17,28 @@ AGGREGATES = ("sum", "max", "min", "mean", "q1", "median", "q3")
 _QUARTILES = (25.0, 50.0, 75.0)
 
 
+def quartiles(arr: np.ndarray) -> np.ndarray:
+    """Q1, median and Q3 along the last axis of a float64 array with at least one value there:
+    (3, ...) equal bit for bit to ``np.percentile(arr, (25, 50, 75), axis=-1)`` (linear).
+
+    The same order statistics and interpolation as numpy's, without its generic machinery,
+    whose fixed cost (~0.1 ms a call) was most of the time of the ~60 aggregates of a row.
+    """
+    n = arr.shape[-1]
+    virtual = (n - 1) * (np.asarray(_QUARTILES) / 100.0)
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    parted = np.partition(arr, np.unique(np.concatenate([below, above])), axis=-1)
+    low, high = parted[..., below], parted[..., above]
+    t = virtual - below
+    # numpy's _lerp: a + (b - a) t, and b - (b - a)(1 - t) where t >= 0.5
+    step = high - low
+    result = low + step * t
+    upper = t >= 0.5
+    result[..., upper] = (high - step * (1 - t))[..., upper]
+    return np.moveaxis(result, -1, 0)
+
+
 def aggregate(values: np.ndarray, axis: int = -1) -> dict[str, np.ndarray | float]:
     """Aggregate ``values`` along ``axis``.
 
@@ -45,7 +67,7 @@ def aggregate(values: np.ndarray, axis: int = -1) -> dict[str, np.ndarray | floa
         zeros = np.zeros(arr.shape[:-1])
         results = {name: zeros.copy() for name in AGGREGATES}
     else:
-        q1, median, q3 = np.percentile(arr, _QUARTILES, axis=-1, method="linear")
+        q1, median, q3 = quartiles(arr)
         results = {
             "sum": arr.sum(axis=-1),
             "max": arr.max(axis=-1),

@@ -52,6 +52,12 @@ def test_nearest_distances_match_scipy_in_every_block() -> None:
     # a query equal to a bank entry is at distance 0, not a small negative number's root
     same = nearest_distances(torch.from_numpy(bank[:5]), torch.from_numpy(bank))
     np.testing.assert_allclose(same.numpy(), 0.0, atol=1e-6)
+    # queries 0.01 from a bank entry (d^2 ~ 1e-4 of |a|^2): the expansion alone would lose
+    # ~10 % of such a distance to cancellation; they are recomputed from the nearest entry
+    offsets = rng.normal(size=(50, 24)).astype(np.float32)
+    near = bank[:50] + 0.01 * offsets / np.linalg.norm(offsets, axis=1, keepdims=True)
+    got_near = nearest_distances(torch.from_numpy(near), torch.from_numpy(bank))
+    np.testing.assert_allclose(got_near.numpy(), cdist(near, bank).min(axis=1), rtol=1e-3)
     with pytest.raises(ValueError, match="8 channels, the bank 24"):
         nearest_distances(torch.zeros(3, 8), torch.from_numpy(bank))
 

@@ -90,3 +90,17 @@ def test_integer_and_list_input() -> None:
 def test_bad_input(values: np.ndarray, kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         aggregate(values, **kwargs)
+
+
+def test_quartiles_equal_numpy_bit_for_bit() -> None:
+    from vqganodip_pipeline.metrics.aggregates import quartiles
+
+    rng = np.random.default_rng(3)
+    for n in (*range(1, 40), 255, 4096, 65536):
+        for values in (rng.normal(size=n), rng.integers(0, 4, size=n).astype(float)):  # ties
+            expected = np.percentile(values, (25, 50, 75), method="linear")
+            np.testing.assert_array_equal(quartiles(values), expected)
+    stack = rng.exponential(size=(4, 3, 17))
+    np.testing.assert_array_equal(
+        quartiles(stack), np.percentile(stack, (25, 50, 75), axis=-1, method="linear")
+    )
