@@ -41,7 +41,8 @@ class PipelineSettings(dg.ConfigurableResource):
     per code (0 = the preset's, demo 8; 4 for a finer code map, see
     :func:`~vqganodip_pipeline.model.config.with_downsampling`). ``engine``: what runs the
     trained VQGAN's reconstructions (``torch``; ``onnxruntime`` or ``openvino``, CPU fp32, a
-    256 px reconstruction in 0.12 s against 0.23 s here: model/engines.py); every
+    256 px reconstruction in 0.12 s against 0.23 s here; ``openvino-bf16``, f32 code map and
+    bf16 decoder on a CPU with bf16 units, 0.044 s: model/engines.py); every
     reconstruction that feeds metrics (normal variation, classifier rows, new batches, the
     report's latency) uses it. Training is PyTorch.
     """

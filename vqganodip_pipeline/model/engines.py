@@ -14,7 +14,11 @@ fp32 PyTorch. Their reconstructions differ from PyTorch's by at most one grey le
 f32, so the code map is the one f32 gives (no near-tie flips of whole f x f blocks, the reason
 that plain bf16 autocast is no drop-in: model/reconstruct.py); ``post_quant_conv`` and the
 decoder run in bf16 on the CPU's bf16 units (AVX512-BF16 / AMX). It needs such a CPU and refuses
-to start without one, since OpenVINO would otherwise quietly run f32 under the same name.
+to start without one, since OpenVINO would otherwise quietly run f32 under the same name. Here,
+idle, the demo VQGAN's 256 px reconstruction took 0.044 s against 0.085 s in OpenVINO f32; with
+the VQGAN trained on a development synthetic seed its reconstructions differed from eager
+PyTorch's by at most 2 grey levels in 17.5 % of the pixels, with the same code maps (README,
+inference engines).
 
 The exported graph gives, per image, the reconstruction, the code map and the VQ loss, which is
 all :func:`~vqganodip_pipeline.model.reconstruct.reconstruct` reads. A near tie in the
